@@ -1,0 +1,15 @@
+"""reid_pbn: domain-robust person re-identification with Patch-aware Batch Normalization."""
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Lazy import keeps `import reid_pbn` light (no model code until it is used).
+    if name == "FeatureExtractor":
+        from .api import FeatureExtractor
+
+        return FeatureExtractor
+    raise AttributeError(name)
+
+
+__all__ = ["FeatureExtractor", "__version__"]

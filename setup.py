@@ -1,0 +1,44 @@
+"""Installation script for reid_pbn."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+README = Path(__file__).with_name("README.md").read_text(encoding="utf-8")
+
+setup(
+    name="reid_pbn",
+    version="0.1.0",
+    description=(
+        "Domain-robust person re-identification: Patch-aware Batch Normalization, "
+        "Batch Normalization Embeddings and a FAISS retrieval engine"
+    ),
+    long_description=README,
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=("configs", "configs.*", "tests", "tests.*", "tools", "benchmarks")),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "numpy>=1.23",
+        "scikit-learn>=1.2",
+        "yacs>=0.1.8",
+        "tqdm>=4.60",
+        "matplotlib>=3.6",
+        "Pillow>=9.0",
+        "PyYAML>=6.0",
+        # faiss-gpu also runs on machines without a GPU (it falls back to CPU indexes);
+        # its wheels exist only for Linux x86-64, so other platforms take faiss-cpu.
+        "faiss-gpu>=1.7.4; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "faiss-cpu>=1.7.4; platform_system != 'Linux' or platform_machine != 'x86_64'",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.0", "ruff>=0.4"],
+        "tensorboard": ["tensorboard>=2.10"],
+    },
+    entry_points={},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
