@@ -70,7 +70,9 @@ class CfgNode(_YacsCfgNode):
         valid = _all_keys(self)
         for key in cfg_list[0::2]:
             if key not in valid:
-                raise ConfigError(f"Unknown config key '{key}' on the command line.{_suggest(key, valid)}")
+                raise ConfigError(
+                    f"Unknown config key '{key}' on the command line.{_suggest(key, valid)}"
+                )
         try:
             super().merge_from_list(cfg_list)
         except ValueError as e:
@@ -116,7 +118,9 @@ def load_yaml_with_base(filename: str) -> dict:
         except yaml.YAMLError as e:
             raise ConfigError(f"{filename} is not valid YAML: {e}") from e
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{filename} must hold a mapping of config keys, got {type(cfg).__name__}")
+        raise ConfigError(
+            f"{filename} must hold a mapping of config keys, got {type(cfg).__name__}"
+        )
     base = cfg.pop(BASE_KEY, None)
     if base is None:
         return cfg

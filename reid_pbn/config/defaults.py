@@ -278,6 +278,8 @@ _C.SOLVER.DETERMINISTIC = False
 _C.TEST = CN()
 # Evaluate on DATASETS.TESTS every this many epochs (0: only after training).
 _C.TEST.EVAL_PERIOD = 0
+# Also evaluate the untrained model before the first epoch (the "before" row of the summary).
+_C.TEST.EVAL_AT_START = False
 # Images per batch at test time.
 _C.TEST.IMS_PER_BATCH = 128
 # Distance: "cosine" or "euclidean".

@@ -1,0 +1,84 @@
+"""Multi-process launch: ``--num-gpus N`` re-runs the command under torchrun (DDP)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger("reid_pbn")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def in_torchrun() -> bool:
+    """True inside a process started by torchrun."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def relaunch_with_torchrun(num_procs: int, num_machines: int = 1, machine_rank: int = 0,
+                           dist_url: str = "auto") -> int:
+    """Run ``sys.argv`` again under ``python -m torch.distributed.run`` and wait for it.
+
+    Args:
+        num_procs: processes on this machine (GPUs, or CPU workers with gloo).
+        num_machines: number of machines.
+        machine_rank: this machine's rank.
+        dist_url: "HOST:PORT" of machine 0, or "auto" (single machine, free local port).
+
+    Returns:
+        torchrun's exit code.
+    """
+    if dist_url == "auto":
+        if num_machines > 1:
+            raise ValueError("--dist-url HOST:PORT is required with --num-machines > 1")
+        dist_url = f"127.0.0.1:{_free_port()}"
+    host, port = dist_url.replace("tcp://", "").rsplit(":", 1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={num_procs}",
+           f"--nnodes={num_machines}", f"--node_rank={machine_rank}",
+           f"--master_addr={host}", f"--master_port={port}", *sys.argv]
+    logger.info("Launching: %s", " ".join(cmd))
+    return subprocess.call(cmd)
+
+
+def init_distributed() -> None:
+    """Initialize the process group inside torchrun (NCCL on GPUs, gloo on CPU)."""
+    if not in_torchrun() or dist.is_initialized():
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+
+
+def launch(main_func, args) -> int:
+    """Run ``main_func(args)`` in this process, or relaunch under torchrun when
+    ``args.num_gpus * args.num_machines > 1`` and we are not inside torchrun yet.
+
+    Args:
+        main_func: the tool's main, taking the parsed arguments.
+        args: parsed arguments with num_gpus, num_machines, machine_rank, dist_url.
+
+    Returns:
+        An exit code.
+    """
+    if args.num_gpus * args.num_machines > 1 and not in_torchrun():
+        return relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank,
+                                      args.dist_url)
+    init_distributed()
+    try:
+        main_func(args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

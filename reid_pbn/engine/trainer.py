@@ -1,0 +1,289 @@
+"""The training loop: a thin epoch/iteration loop plus hooks, and the default re-ID trainer."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import random
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import comm, hooks
+from .checkpoint import Checkpointer, load_model_weights
+from .defaults import resolve_device
+from .solver import build_lr_scheduler, build_optimizer
+
+logger = logging.getLogger("reid_pbn")
+
+
+class TrainerBase(abc.ABC):
+    """Runs ``run_step`` for ``iters_per_epoch`` iterations per epoch and calls the hooks.
+
+    Attributes:
+        epoch: current epoch (0-based).
+        iter: global iteration (0-based).
+        start_epoch / max_epoch: epoch range of ``train``.
+        iters_per_epoch: iterations in one epoch.
+    """
+
+    def __init__(self) -> None:
+        self.hooks: list[hooks.HookBase] = []
+        self.epoch = 0
+        self.iter = 0
+        self.start_epoch = 0
+        self.max_epoch = 0
+        self.iters_per_epoch = 1
+        self.last_metrics: dict[str, float] = {}
+
+    @property
+    def max_iter(self) -> int:
+        """Total iterations of the run."""
+        return self.max_epoch * self.iters_per_epoch
+
+    def register_hooks(self, new_hooks: list) -> None:
+        """Append hooks (None entries are skipped) and attach them to this trainer."""
+        for h in new_hooks:
+            if h is not None:
+                h.trainer = self
+                self.hooks.append(h)
+
+    def _call(self, name: str) -> None:
+        for h in self.hooks:
+            getattr(h, name)()
+
+    def train(self, start_epoch: int, max_epoch: int) -> None:
+        """Train epochs ``start_epoch .. max_epoch - 1``."""
+        self.start_epoch, self.max_epoch = start_epoch, max_epoch
+        self.iter = start_epoch * self.iters_per_epoch
+        logger.info("Training epochs %d..%d, %d iterations per epoch", start_epoch + 1,
+                    max_epoch, self.iters_per_epoch)
+        try:
+            self._call("before_train")
+            for self.epoch in range(start_epoch, max_epoch):
+                self._call("before_epoch")
+                bar = tqdm(range(self.iters_per_epoch), desc=f"epoch {self.epoch + 1}/{max_epoch}",
+                           disable=not comm.is_main_process(), leave=False, dynamic_ncols=True)
+                for _ in bar:
+                    self._call("before_step")
+                    self.run_step()
+                    self._call("after_step")
+                    self.iter += 1
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in self.last_metrics.items()
+                                     if k.startswith("loss")})
+                bar.close()
+                logger.info("epoch %d/%d done: %s", self.epoch + 1, max_epoch,
+                            ", ".join(f"{k}={v:.4f}" for k, v in self.last_metrics.items()))
+                self._call("after_epoch")
+        finally:
+            self._call("after_train")
+
+    @abc.abstractmethod
+    def run_step(self) -> None:
+        """One optimization step; subclasses implement it."""
+
+
+class SimpleTrainer(TrainerBase):
+    """Loss-sum optimization of a model whose training forward returns a dict of losses.
+
+    Args:
+        model: the model (possibly DDP-wrapped).
+        data_loader: yields batch dicts.
+        optimizer: the optimizer.
+        device: where batches go.
+        amp: autocast (bf16 on CPU, fp16 with gradient scaling on CUDA).
+        clip_grad_norm: max global gradient norm (0 disables).
+    """
+
+    def __init__(self, model, data_loader, optimizer, device: torch.device, *, amp: bool = False,
+                 clip_grad_norm: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.device = device
+        self.amp = amp
+        self.clip_grad_norm = clip_grad_norm
+        self.scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
+        self._data_iter = None
+
+    def _next_batch(self) -> dict:
+        if self._data_iter is None:
+            self._data_iter = iter(self.data_loader)
+        try:
+            return next(self._data_iter)
+        except StopIteration:
+            self._data_iter = iter(self.data_loader)
+            return next(self._data_iter)
+
+    def start_epoch_data(self, epoch: int) -> None:
+        """Reseed the sampler for ``epoch`` and start a fresh pass (so a resumed run sees the
+        same batches as an uninterrupted one)."""
+        for obj in (getattr(self.data_loader, "batch_sampler", None),
+                    getattr(self.data_loader, "sampler", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+        self._data_iter = None
+
+    def run_step(self) -> None:
+        batch = self._next_batch()
+        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                 for k, v in batch.items()}
+        self.model.train()
+        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        ctx = torch.autocast(self.device.type, dtype=dtype) if self.amp else nullcontext()
+        with ctx:
+            loss_dict = self.model(batch)
+        losses = sum(loss_dict.values())
+        if not torch.isfinite(losses):
+            raise FloatingPointError(
+                f"Loss became non-finite at iteration {self.iter + 1} "
+                f"({ {k: float(v) for k, v in loss_dict.items()} }). Training stopped; the last "
+                "good checkpoint is kept. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRAD_NORM or "
+                "disable SOLVER.AMP, then resume with --resume."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(losses).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            losses.backward()
+        if self.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.last_metrics = {"loss": float(losses), **{k: float(v) for k, v in loss_dict.items()}}
+
+
+class _EpochData(hooks.HookBase):
+    def before_epoch(self) -> None:
+        self.trainer.start_epoch_data(self.trainer.epoch)
+
+
+def seed_all(seed: int, deterministic: bool = False) -> int:
+    """Seed torch, numpy and Python (a negative seed draws one from the clock).
+
+    Args:
+        seed: the seed; each DDP rank adds its rank so augmentations differ across ranks.
+        deterministic: use deterministic algorithms (bit-reproducible CPU runs).
+
+    Returns:
+        The seed used on this rank.
+    """
+    if seed < 0:
+        seed = int(time.time() * 1000) % (2**31)
+    seed += comm.get_rank()
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    random.seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    return seed
+
+
+class DefaultTrainer(SimpleTrainer):
+    """The re-ID trainer built from a config: data, model, optimizer, schedule and hooks.
+
+    Args:
+        cfg: the frozen config.
+    """
+
+    def __init__(self, cfg):
+        from ..data import build_train_loader
+        from ..modeling import build_model
+
+        seed_all(cfg.SOLVER.SEED, cfg.SOLVER.DETERMINISTIC)
+        device = resolve_device(cfg.MODEL.DEVICE)
+        loader, info = build_train_loader(cfg)
+        self.data_info = info
+        model = build_model(cfg, num_classes=info["num_classes"],
+                            num_domains=info["num_domains"]).to(device)
+        if cfg.MODEL.WEIGHTS:
+            load_model_weights(model, cfg.MODEL.WEIGHTS)
+        optimizer = build_optimizer(cfg, model)
+        if comm.get_world_size() > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False, find_unused_parameters=True)
+        super().__init__(model, loader, optimizer, device, amp=cfg.SOLVER.AMP,
+                         clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM)
+        self.cfg = cfg
+        self.iters_per_epoch = cfg.SOLVER.ITERS_PER_EPOCH or max(
+            info["num_images"] // cfg.SOLVER.IMS_PER_BATCH, 1)
+        self.scheduler = build_lr_scheduler(cfg, optimizer, self.iters_per_epoch)
+        self.checkpointer = Checkpointer(
+            model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
+            optimizer=optimizer, scheduler=self.scheduler, scaler=self.scaler)
+        self.eval_hook = hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self.evaluate,
+                                        at_start=cfg.TEST.EVAL_AT_START)
+        self.register_hooks([
+            _EpochData(),
+            hooks.FreezeBackbone(self.unwrapped.backbone, cfg.SOLVER.FREEZE_ITERS)
+            if cfg.SOLVER.FREEZE_ITERS > 0 else None,
+            hooks.LRScheduler(self.scheduler),
+            hooks.MetricsWriter(cfg.OUTPUT_DIR, cfg.SOLVER.LOG_PERIOD),
+            hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
+                                       self._checkpoint_extra),
+            self.eval_hook if cfg.DATASETS.TESTS else None,
+        ])
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        """The model without its DDP wrapper."""
+        return getattr(self.model, "module", self.model)
+
+    def _checkpoint_extra(self) -> dict:
+        return {"epoch": self.epoch + 1, "iteration": self.iter + 1, "config": self.cfg.dump()}
+
+    def resume_or_load(self, resume: bool) -> int:
+        """With ``resume``, restore the last complete checkpoint and return its epoch.
+
+        Args:
+            resume: whether to look for a checkpoint in OUTPUT_DIR.
+
+        Returns:
+            The epoch to start from (0 for a fresh run).
+        """
+        path = self.checkpointer.last_checkpoint() if resume else None
+        if path is None:
+            if resume:
+                logger.info("No checkpoint in %s: starting from scratch", self.cfg.OUTPUT_DIR)
+            return 0
+        extra = self.checkpointer.load(path)
+        logger.info("Resumed from %s (epoch %d)", path, extra.get("epoch", 0))
+        return int(extra.get("epoch", 0))
+
+    def evaluate(self) -> dict:
+        """Evaluate the model on DATASETS.TESTS (main process; the others wait)."""
+        from ..evaluation import inference_on_datasets
+
+        if not comm.is_main_process():
+            return {}
+        model = self.unwrapped
+        was_training = model.training
+        results = inference_on_datasets(self.cfg, model, list(self.cfg.DATASETS.TESTS),
+                                        output_dir=os.path.join(self.cfg.OUTPUT_DIR, "eval"))
+        model.train(was_training)
+        return results
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train (from the last checkpoint when ``resume``) and return the evaluation history."""
+        start = self.resume_or_load(resume)
+        if start >= self.cfg.SOLVER.MAX_EPOCH:
+            logger.info("Checkpoint is at the final epoch already; nothing to train.")
+        else:
+            self.train(start, self.cfg.SOLVER.MAX_EPOCH)
+        return dict(self.eval_hook.history)
+
+
+def num_params(model: torch.nn.Module) -> str:
+    """Parameter count in millions, for logs."""
+    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
