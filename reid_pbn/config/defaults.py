@@ -129,8 +129,13 @@ _C.MODEL.BNE.LAYERS = ()
 _C.MODEL.BNE.WEIGHTING = "inverse"
 # Temperature of the "softmax" weighting.
 _C.MODEL.BNE.TEMPERATURE = 1.0
-# How the per-domain embeddings form the output: "weighted" sum or "concat".
+# How the per-domain embeddings form the test feature: "weighted" sum or "concat"
+# (the weighted per-domain features side by side).
 _C.MODEL.BNE.COMBINE = "weighted"
+# Use the BNE mapping in training too (the paper's choice): every sample runs all domain
+# paths (its own with batch statistics, the others with running statistics) and the losses
+# see the weighted combination. False trains each sample on its own domain path only.
+_C.MODEL.BNE.TRAIN_MAPPING = True
 
 # ---------------------------------------------------------------------------------------------
 # Input pipeline

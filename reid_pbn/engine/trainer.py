@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 import logging
 import os
 import random
@@ -159,7 +160,7 @@ class SimpleTrainer(TrainerBase):
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.last_metrics = {"loss": float(losses), **{k: float(v) for k, v in loss_dict.items()}}
+        self.last_metrics = {"loss": losses.item(), **{k: v.item() for k, v in loss_dict.items()}}
 
 
 class _EpochData(hooks.HookBase):
@@ -281,9 +282,15 @@ class DefaultTrainer(SimpleTrainer):
             logger.info("Checkpoint is at the final epoch already; nothing to train.")
         else:
             self.train(start, self.cfg.SOLVER.MAX_EPOCH)
+        # Every rank logs this, so DDP runs can be checked for identical replicas.
+        logger.info("rank %d final weights checksum: %s", comm.get_rank(),
+                    weights_checksum(self.unwrapped))
         return dict(self.eval_hook.history)
 
 
-def num_params(model: torch.nn.Module) -> str:
-    """Parameter count in millions, for logs."""
-    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M"
+def weights_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of all parameters' bytes, in name order."""
+    h = hashlib.sha256()
+    for _, p in sorted(model.named_parameters()):
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
