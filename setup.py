@@ -16,12 +16,15 @@ setup(
     long_description=README,
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(exclude=("configs", "configs.*", "tests", "tests.*", "tools", "benchmarks")),
+    packages=find_packages(
+        exclude=("configs", "configs.*", "tests", "tests.*", "tools", "benchmarks", "datasets")
+    ),
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
         "numpy>=1.23",
         "scikit-learn>=1.2",
+        "scipy>=1.9",
         "yacs>=0.1.8",
         "tqdm>=4.60",
         "matplotlib>=3.6",

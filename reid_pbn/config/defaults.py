@@ -59,9 +59,11 @@ _C.MODEL.BACKBONE.PBN.LAM = 0.5
 _C.MODEL.BACKBONE.PBN.MODES = (0, 1, 2)
 # How many of the allowed modes are drawn (without repetition) per training forward.
 _C.MODEL.BACKBONE.PBN.NUM_MODES = 2
-# Cut positions are drawn from [size * lo, size * hi).
+# (lo, hi): cut positions along a side of length s are drawn uniformly from
+# [floor(s * lo), floor(floor(s * lo) * hi / lo)); the default is the official [s//4, (s//4)*3).
 _C.MODEL.BACKBONE.PBN.CUT_RANGE = (0.25, 0.75)
-# A patch side shorter than this falls back to whole-map normalization.
+# Shortest patch side: cuts leaving a shorter side are excluded; a mode with no possible cut
+# falls back to whole-map normalization.
 _C.MODEL.BACKBONE.PBN.MIN_SIZE = 2
 
 # Domain-specific BN (used when NORM is "DSBN").

@@ -263,11 +263,10 @@ class DefaultTrainer(SimpleTrainer):
         return int(extra.get("epoch", 0))
 
     def evaluate(self) -> dict:
-        """Evaluate the model on DATASETS.TESTS (main process; the others wait)."""
+        """Evaluate the model on DATASETS.TESTS (every rank extracts its shard; the main process
+        evaluates and returns the results, the others return ``{}``)."""
         from ..evaluation import inference_on_datasets
 
-        if not comm.is_main_process():
-            return {}
         model = self.unwrapped
         was_training = model.training
         results = inference_on_datasets(self.cfg, model, list(self.cfg.DATASETS.TESTS),

@@ -1,0 +1,102 @@
+"""Reading images and turning data-set items into batch dicts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .datasets.bases import UnreadableImageError
+
+__all__ = ["ReIDImageDataset", "collate_batch", "read_image"]
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """Read an image as RGB.
+
+    Args:
+        path: image file.
+
+    Returns:
+        The decoded RGB image.
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message names it).
+        UnreadableImageError: the file exists but is not a decodable image (the message names
+            it and gives the decoder's reason).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear error
+        raise UnreadableImageError(
+            f"Cannot read image {path} ({type(e).__name__}: {e}). Replace or delete it; with "
+            "DATASETS.VERIFY_IMAGES True such files are found and skipped before training.",
+            [(path, f"{type(e).__name__}: {e}")],
+        ) from e
+
+
+class ReIDImageDataset(Dataset):
+    """Items ``(img_path, pid, camid[, domain])`` as samples ``{"images", "pids", "camids",
+    "domains", "img_paths"}``.
+
+    Args:
+        items: data-set items; a missing domain becomes ``default_domain``.
+        transform: applied to the PIL image (e.g. from :func:`~reid_pbn.data.build_transforms`);
+            ``None`` keeps the PIL image.
+        default_domain: domain of items without a fourth element.
+    """
+
+    def __init__(self, items: Sequence[tuple], transform: Callable | None = None,
+                 default_domain: int = 0):
+        self.items = [
+            (str(it[0]), int(it[1]), int(it[2]), int(it[3]) if len(it) > 3 else default_domain)
+            for it in items
+        ]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, pid, camid, domain = self.items[index]
+        img = read_image(path)
+        if self.transform is not None:
+            img = self.transform(img)
+        return {"images": img, "pids": pid, "camids": camid, "domains": domain, "img_paths": path}
+
+    @property
+    def pids(self) -> list[int]:
+        """Identity of every item."""
+        return [it[1] for it in self.items]
+
+    @property
+    def domains(self) -> list[int]:
+        """Domain of every item."""
+        return [it[3] for it in self.items]
+
+
+def collate_batch(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples of :class:`ReIDImageDataset` into one batch dict.
+
+    Args:
+        samples: the samples (images already tensors of one shape).
+
+    Returns:
+        ``{"images": float32 (N, 3, H, W), "pids", "camids", "domains": int64 (N,),
+        "img_paths": list[str]}``.
+    """
+    return {
+        "images": torch.stack([s["images"] for s in samples]),
+        "pids": torch.tensor([s["pids"] for s in samples], dtype=torch.int64),
+        "camids": torch.tensor([s["camids"] for s in samples], dtype=torch.int64),
+        "domains": torch.tensor([s["domains"] for s in samples], dtype=torch.int64),
+        "img_paths": [s["img_paths"] for s in samples],
+    }

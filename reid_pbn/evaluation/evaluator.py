@@ -1,0 +1,305 @@
+"""Feature extraction from test loaders and cross-dataset evaluation with result files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .metrics import evaluate
+from .visualize import plot_cmc, plot_roc
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "extract_features",
+    "inference_on_datasets",
+    "evaluation_kwargs_from_config",
+    "format_results_table",
+    "save_results",
+    "TABLE_COLUMNS",
+]
+
+# Columns of the results table, in percent.
+TABLE_COLUMNS = ("mAP", "mINP", "Rank-1", "Rank-5", "Rank-10")
+
+
+@torch.no_grad()
+def extract_features(
+    model: torch.nn.Module,
+    loader,
+    device: torch.device | str,
+    flip: bool = False,
+    normalize: bool = True,
+    desc: str = "extracting features",
+) -> dict:
+    """Runs the model in eval mode over a loader of batch dicts and collects the features.
+
+    Batches follow the project's format: ``{"images", "pids", "camids", "domains",
+    "img_paths"}``. The model's eval forward takes the images tensor and returns (N, D)
+    features. The model's train/eval mode is restored afterwards.
+
+    Args:
+        model: the re-ID model.
+        loader: iterable of batch dicts.
+        device: device the images are moved to (the model's).
+        flip: average the features of each image and its horizontal flip.
+        normalize: L2-normalize the features.
+        desc: progress bar label.
+
+    Returns:
+        ``{"feats": float32 tensor (N, D) on CPU, "pids", "camids", "domains": int64 numpy
+        arrays, "paths": list of str}``.
+    """
+    was_training = model.training
+    model.eval()
+    feats, pids, camids, domains, paths = [], [], [], [], []
+    try:
+        for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+            images = batch["images"].to(device, non_blocking=True)
+            f = model(images)
+            if flip:
+                f = (f + model(torch.flip(images, dims=[3]))) / 2.0
+            f = f.float()
+            if normalize:
+                f = F.normalize(f, dim=1)
+            feats.append(f.cpu())
+            n = f.shape[0]
+            pids.append(np.asarray(batch["pids"], dtype=np.int64).reshape(n))
+            camids.append(np.asarray(batch["camids"], dtype=np.int64).reshape(n))
+            dom = batch.get("domains")
+            domains.append(np.full(n, -1, np.int64) if dom is None
+                           else np.asarray(dom, dtype=np.int64).reshape(n))
+            paths.extend(str(p) for p in batch.get("img_paths", [""] * n))
+    finally:
+        model.train(was_training)
+    empty = np.zeros(0, np.int64)
+    return {
+        "feats": torch.cat(feats) if feats else torch.zeros(0, 0),
+        "pids": np.concatenate(pids) if pids else empty,
+        "camids": np.concatenate(camids) if camids else empty,
+        "domains": np.concatenate(domains) if domains else empty,
+        "paths": paths,
+    }
+
+
+def evaluation_kwargs_from_config(cfg) -> dict:
+    """Keyword arguments of :func:`~reid_pbn.evaluation.evaluate` from ``cfg.TEST.*``.
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        ``{"metric", "max_rank", "chunk_size", "rerank", "aqe", "roc"}``.
+    """
+    t = cfg.TEST
+    return {
+        "metric": t.METRIC,
+        "max_rank": int(t.MAX_RANK),
+        "chunk_size": int(t.CHUNK_SIZE) or None,
+        "rerank": {"k1": int(t.RERANK.K1), "k2": int(t.RERANK.K2),
+                   "lambda": float(t.RERANK.LAMBDA)} if t.RERANK.ENABLED else None,
+        "aqe": {"qe_times": int(t.AQE.QE_TIME), "qe_k": int(t.AQE.QE_K),
+                "alpha": float(t.AQE.ALPHA)} if t.AQE.ENABLED else None,
+        "roc": bool(t.ROC.ENABLED),
+    }
+
+
+def format_results_table(
+    results: Mapping[str, Mapping], columns: Sequence[str] = TABLE_COLUMNS
+) -> str:
+    """A plain-text table of metrics (percent) with one row per data set.
+
+    Args:
+        results: ``{data set name: results dict of evaluate}``.
+        columns: metric keys shown; a missing key shows "-". Verification metrics
+            (``TPR@FPR=...``) are added when any row has them.
+
+    Returns:
+        The table (markdown-compatible pipes).
+    """
+    columns = list(columns)
+    for r in results.values():
+        for k in r:
+            if k.startswith("TPR@FPR=") and k not in columns:
+                columns.append(k)
+    width = max([7] + [len(n) for n in results])
+    col_w = [max(7, len(c)) for c in columns]
+    head = f"| {'dataset':<{width}} | " + " | ".join(
+        f"{c:>{w}}" for c, w in zip(columns, col_w)) + " |"
+    sep = "|" + "-" * (width + 2) + "|" + "|".join("-" * (w + 2) for w in col_w) + "|"
+    lines = [head, sep]
+    for name, r in results.items():
+        cells = []
+        for c, w in zip(columns, col_w):
+            v = r.get(c)
+            cells.append(f"{100 * float(v):>{w}.2f}" if isinstance(v, (int, float, np.floating))
+                         else f"{'-':>{w}}")
+        lines.append(f"| {name:<{width}} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _jsonable(results: Mapping) -> dict:
+    out = {}
+    for k, v in results.items():
+        if k in ("roc_fpr", "roc_tpr"):
+            continue
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and not np.isfinite(v):
+            v = None  # strict JSON has no NaN (e.g. ROC metrics without positive pairs)
+        out[k] = v
+    return out
+
+
+def save_results(results: Mapping[str, Mapping], output_dir: str | os.PathLike) -> dict:
+    """Writes ``results.json``, ``results.csv``, ``cmc_<name>.png`` and, when ROC metrics are
+    present, ``roc_<name>.png`` into ``output_dir``.
+
+    Args:
+        results: ``{data set name: results dict of evaluate}``.
+        output_dir: output folder, created if missing.
+
+    Returns:
+        ``{"json": path, "csv": path, "cmc": {name: path}, "roc": {name: path}}``.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "results.json"
+    json_path.write_text(
+        json.dumps({n: _jsonable(r) for n, r in results.items()}, indent=2), encoding="utf-8"
+    )
+    scalar_keys: list[str] = []
+    for r in results.values():
+        for k, v in r.items():
+            if isinstance(v, (int, float, np.floating, np.integer, bool)) and k not in scalar_keys:
+                scalar_keys.append(k)
+    csv_path = out / "results.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", *scalar_keys])
+        for name, r in results.items():
+            writer.writerow([name, *(_csv_cell(r.get(k)) for k in scalar_keys)])
+    files: dict = {"json": json_path, "csv": csv_path, "cmc": {}, "roc": {}}
+    for name, r in results.items():
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        if "cmc" in r:
+            files["cmc"][name] = plot_cmc(
+                {name: r["cmc"]}, out / f"cmc_{safe}.png",
+                title=f"{name}: mAP {100 * r.get('mAP', 0.0):.1f}%",
+            )
+        if len(r.get("roc_fpr", ())):
+            tpr_at = {k: v for k, v in r.items() if k.startswith("TPR@FPR=")}
+            files["roc"][name] = plot_roc(r["roc_fpr"], r["roc_tpr"], out / f"roc_{safe}.png",
+                                          tpr_at=tpr_at, title=name)
+    logger.info("Evaluation results written to %s", out)
+    return files
+
+
+def _csv_cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.6f}"
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def gather_features(data: dict) -> dict:
+    """Concatenates every rank's :func:`extract_features` output in rank order.
+
+    DDP test loaders give each rank a contiguous shard
+    (:class:`~reid_pbn.data.samplers.InferenceSampler`), so rank order is data-set order.
+    Outside DDP the input is returned as is.
+
+    Args:
+        data: this rank's ``extract_features`` dict.
+
+    Returns:
+        The dict over the whole data set (on every rank).
+    """
+    from ..engine import comm
+
+    if comm.get_world_size() == 1:
+        return data
+    parts = comm.all_gather_object({k: (v.numpy() if torch.is_tensor(v) else v)
+                                    for k, v in data.items()})
+    feats = [p["feats"] for p in parts if p["feats"].size]
+    return {
+        "feats": torch.from_numpy(np.concatenate(feats)) if feats else torch.zeros(0, 0),
+        **{k: np.concatenate([p[k] for p in parts]) for k in ("pids", "camids", "domains")},
+        "paths": [path for p in parts for path in p["paths"]],
+    }
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def inference_on_datasets(
+    cfg,
+    model: torch.nn.Module,
+    names: Sequence[str],
+    output_dir: str | os.PathLike | None = None,
+) -> dict[str, dict]:
+    """Evaluates one model on several target data sets (query first, then gallery each).
+
+    For every name it builds ``reid_pbn.data.build_test_loader(cfg, name)``, extracts features
+    (``TEST.FLIP``), runs :func:`~reid_pbn.evaluation.evaluate` with ``TEST.METRIC``,
+    ``TEST.MAX_RANK``, ``TEST.CHUNK_SIZE``, ``TEST.RERANK.*``, ``TEST.AQE.*`` and
+    ``TEST.ROC.*``, and logs a table. With ``output_dir`` it writes ``results.json``,
+    ``results.csv`` and a CMC curve ``cmc_<name>.png`` per target (and ``roc_<name>.png`` when
+    ROC is enabled).
+
+    Args:
+        cfg: the config.
+        model: the model (its device is used for extraction).
+        names: registry names of the target data sets.
+        output_dir: folder for the result files; None writes nothing.
+
+    Under DDP every rank must call it: each extracts its shard, the features are gathered in
+    data-set order, and the main process evaluates and writes (the others return ``{}``).
+
+    Returns:
+        ``{name: results dict of evaluate}`` in the order of ``names``.
+    """
+    from ..data import build_test_loader
+    from ..engine.comm import is_main_process
+
+    kwargs = evaluation_kwargs_from_config(cfg)
+    device = _model_device(model)
+    results: dict[str, dict] = {}
+    for name in names:
+        loader, num_query = build_test_loader(cfg, name)
+        data = gather_features(extract_features(model, loader, device, flip=bool(cfg.TEST.FLIP),
+                                                desc=f"features of {name}"))
+        if not is_main_process():
+            continue
+        feats = data["feats"]
+        q, g = slice(0, num_query), slice(num_query, None)
+        logger.info("%s: %d query and %d gallery images, %d-d features", name, num_query,
+                    feats.shape[0] - num_query, feats.shape[1] if feats.dim() == 2 else 0)
+        res = evaluate(
+            feats[q], feats[g], data["pids"][q], data["pids"][g], data["camids"][q],
+            data["camids"][g], **kwargs,
+        )
+        results[name] = res
+        logger.info("Evaluation on %s (%d of %d queries with a true match):\n%s", name,
+                    res["num_valid_queries"], res["num_queries"],
+                    format_results_table({name: res}))
+    if len(results) > 1:
+        logger.info("All targets:\n%s", format_results_table(results))
+    if output_dir is not None and results:
+        save_results(results, output_dir)
+    return results

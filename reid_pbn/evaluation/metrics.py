@@ -1,0 +1,461 @@
+"""Feature-level evaluation: distances in query blocks, exact ranks, AQE, ROC verification metrics.
+
+:func:`evaluate` never forms or sorts the ``Q x G`` matrix: it computes one block of query rows
+at a time (``chunk x G`` distances), hands it to the rank engine of :mod:`.rank` and drops it.
+Its values equal :func:`~reid_pbn.evaluation.rank.evaluate_rank` applied to
+:func:`compute_distance` of the same features, ties included, because both go through the same
+:class:`PairwiseDistance` formula.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .rank import (
+    PidIndex,
+    RankResult,
+    as_int_array,
+    auto_chunk_size,
+    check_max_rank,
+    rank_metrics_from_chunks,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "METRICS",
+    "PairwiseDistance",
+    "compute_distance",
+    "evaluate",
+    "query_expansion",
+    "pair_distances",
+    "roc_metrics",
+    "ROC_FPR_TARGETS",
+]
+
+METRICS = ("cosine", "euclidean")
+# False positive rates at which the verification TPR is reported.
+ROC_FPR_TARGETS = (1e-4, 1e-3, 1e-2)
+
+
+def as_feature_tensor(x, name: str = "features") -> torch.Tensor:
+    """Converts features (numpy array or tensor, any float dtype) to a contiguous float32 tensor.
+
+    Args:
+        x: features, shape (N, D).
+        name: argument name used in error messages.
+
+    Returns:
+        A float32 tensor on the input's device (CPU for numpy input).
+
+    Raises:
+        ValueError: not two-dimensional, or holds NaN/inf.
+    """
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (N, D), got shape {tuple(t.shape)}")
+    t = t.to(torch.float32).contiguous()
+    # A row sum is NaN/inf when the row holds NaN/inf; much cheaper than an elementwise mask.
+    if t.numel() and not torch.isfinite(t.sum(dim=1)).all():
+        raise ValueError(f"{name} contain NaN or inf")
+    return t
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return metric
+
+
+class PairwiseDistance:
+    """Distances between blocks of queries and a fixed gallery, one formula for every caller.
+
+    * ``"cosine"``: ``1 - q_n . g_n`` with L2-normalized features (the gallery is normalized
+      once, as a copy); in [0, 2].
+    * ``"euclidean"``: squared Euclidean distance ``|q|^2 + |g|^2 - 2 q . g`` (fast-reid's
+      formula; same order as the plain distance).
+
+    On CPU the product goes through numpy's BLAS (OpenBLAS), measured about 1.4x faster than
+    torch's MKL ``mm`` on the AMD machines we test on; on CUDA it is ``torch.mm``.
+
+    Args:
+        gallery_feats: gallery features (G, D), float32 tensor.
+        metric: ``"cosine"`` or ``"euclidean"``.
+    """
+
+    def __init__(self, gallery_feats: torch.Tensor, metric: str = "cosine") -> None:
+        self.metric = _check_metric(metric)
+        g = gallery_feats
+        if metric == "cosine":
+            g = F.normalize(g, dim=1)
+        self.gallery = g.contiguous()
+        self.dim = g.shape[1]
+        self._g_sq = (g * g).sum(1) if metric == "euclidean" else None
+        self._g_np = self.gallery.numpy() if not self.gallery.is_cuda else None
+
+    @property
+    def num_gallery(self) -> int:
+        """Number of gallery items."""
+        return self.gallery.shape[0]
+
+    def __call__(self, query_block: torch.Tensor) -> torch.Tensor:
+        """Distances of a block of queries to the whole gallery.
+
+        Args:
+            query_block: (c, D) float32 features on the gallery's device.
+
+        Returns:
+            (c, G) float32 distances on the gallery's device.
+        """
+        if query_block.shape[1] != self.dim:
+            raise ValueError(
+                f"query features have dimension {query_block.shape[1]}, gallery {self.dim}"
+            )
+        q = F.normalize(query_block, dim=1) if self.metric == "cosine" else query_block
+        if self._g_np is not None:
+            s = torch.from_numpy(np.matmul(q.contiguous().numpy(), self._g_np.T))
+        else:
+            s = torch.mm(q, self.gallery.t())
+        if self.metric == "cosine":
+            return s.neg_().add_(1.0)
+        return s.mul_(-2.0).add_((q * q).sum(1)[:, None]).add_(self._g_sq[None, :])
+
+
+def compute_distance(query_feats, gallery_feats, metric: str = "cosine") -> torch.Tensor:
+    """Full query x gallery distance matrix, with the same formula :func:`evaluate` uses.
+
+    Meant for small sets (tests, visualization, :func:`evaluate_rank` inputs); large sets should
+    use :func:`evaluate`, which never holds the matrix.
+
+    Args:
+        query_feats: (Q, D) features, numpy array or tensor.
+        gallery_feats: (G, D) features.
+        metric: ``"cosine"`` (1 - cosine similarity) or ``"euclidean"`` (squared distance).
+
+    Returns:
+        (Q, G) float32 tensor.
+    """
+    q = as_feature_tensor(query_feats, "query_feats")
+    g = as_feature_tensor(gallery_feats, "gallery_feats").to(q.device)
+    return PairwiseDistance(g, metric)(q)
+
+
+def iter_distance_blocks(
+    query_feats: torch.Tensor, dist_fn: PairwiseDistance, chunk_size: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yields ``(first_query, distances)`` blocks of ``chunk_size`` query rows.
+
+    Args:
+        query_feats: (Q, D) float32 features.
+        dist_fn: the gallery-side distance.
+        chunk_size: query rows per block.
+    """
+    for start in range(0, query_feats.shape[0], chunk_size):
+        yield start, dist_fn(query_feats[start:start + chunk_size])
+
+
+def query_expansion(
+    query_feats,
+    gallery_feats,
+    qe_times: int = 1,
+    qe_k: int = 5,
+    alpha: float = 3.0,
+    use_gpu: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average query expansion (alpha-QE, Radenovic et al.), as fast-reid's ``aqe``.
+
+    Every feature (queries and gallery together) is replaced by the mean of its ``qe_k``
+    nearest features (itself included) under cosine similarity, each weighted by
+    ``similarity ** alpha``. Neighbours come from an exact FAISS index, so memory is
+    ``O(N * qe_k)`` instead of fast-reid's ``N x N`` similarity matrix. Negative similarities
+    are clamped to 0 before the power (fast-reid would produce NaN for a fractional alpha).
+
+    Args:
+        query_feats: (Q, D) features.
+        gallery_feats: (G, D) features.
+        qe_times: number of expansion rounds.
+        qe_k: neighbours averaged into each feature.
+        alpha: exponent of the similarity weights.
+        use_gpu: search on GPUs when FAISS sees any.
+
+    Returns:
+        The expanded ``(query_feats, gallery_feats)``, float32 CPU tensors (not normalized).
+    """
+    from .index import exact_knn
+
+    q = as_feature_tensor(query_feats, "query_feats").cpu()
+    g = as_feature_tensor(gallery_feats, "gallery_feats").cpu()
+    num_q = q.shape[0]
+    feats = torch.cat([q, g]).numpy()
+    k = max(1, min(qe_k, feats.shape[0]))
+    for _ in range(qe_times):
+        normed = F.normalize(torch.from_numpy(feats), dim=1).numpy()
+        sims, idx = exact_knn(normed, normed, k, metric="ip", use_gpu=use_gpu)
+        weights = np.power(np.clip(sims, 0.0, None), alpha).astype(np.float32)
+        out = np.empty_like(feats)
+        step = max(1, (64 << 20) // max(1, k * feats.shape[1] * 4))
+        for s in range(0, feats.shape[0], step):
+            nb = feats[idx[s:s + step]]
+            out[s:s + step] = (nb * weights[s:s + step, :, None]).mean(axis=1)
+        feats = out
+    t = torch.from_numpy(feats)
+    return t[:num_q], t[num_q:]
+
+
+class _PairSampler:
+    """Collects verification pairs during the ranking pass: every true match as a positive and
+    a uniform sample (with replacement) of the different-identity pairs as negatives."""
+
+    def __init__(
+        self,
+        q_pids: np.ndarray,
+        g_pids: np.ndarray,
+        max_negatives: int,
+        seed: int,
+    ) -> None:
+        num_same = int(PidIndex(g_pids).count(q_pids).sum())
+        self.total_negatives = len(q_pids) * len(g_pids) - num_same
+        self.rate = min(1.0, max_negatives / max(1, self.total_negatives))
+        self.q_pids, self.g_pids = q_pids, g_pids
+        self.rng = np.random.default_rng(seed)
+        self.pos: list[np.ndarray] = []
+        self.neg: list[np.ndarray] = []
+
+    @property
+    def subsampled(self) -> bool:
+        return self.rate < 1.0
+
+    def __call__(self, start, dist, rows, cols, is_match) -> None:
+        self.pos.append(dist[rows[is_match], cols[is_match]].astype(np.float32))
+        c, G = dist.shape
+        if not self.subsampled:
+            keep = np.ones((c, G), dtype=bool)
+            keep[rows, cols] = False
+            self.neg.append(dist[keep].astype(np.float32))
+            return
+        flat = self.rng.integers(0, c * G, int(self.rng.binomial(c * G, self.rate)))
+        r, g = flat // G, flat % G
+        diff = self.g_pids[g] != self.q_pids[start + r]
+        self.neg.append(dist[r[diff], g[diff]].astype(np.float32))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        pos = np.concatenate(self.pos) if self.pos else np.zeros(0, np.float32)
+        neg = np.concatenate(self.neg) if self.neg else np.zeros(0, np.float32)
+        return pos, neg
+
+
+def roc_metrics(pos_dists: np.ndarray, neg_dists: np.ndarray) -> dict:
+    """Verification metrics from positive and negative pair distances (scikit-learn ROC).
+
+    Args:
+        pos_dists: distances of same-identity pairs.
+        neg_dists: distances of different-identity pairs.
+
+    Returns:
+        ``{"TPR@FPR=1e-04": .., "TPR@FPR=1e-03": .., "TPR@FPR=1e-02": .., "roc_auc": ..,
+        "roc_fpr": array, "roc_tpr": array}``; the TPR at a target is read at the largest
+        FPR not above it. All values are NaN when either set is empty.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    out: dict = {}
+    if len(pos_dists) == 0 or len(neg_dists) == 0:
+        for t in ROC_FPR_TARGETS:
+            out[f"TPR@FPR={t:.0e}"] = float("nan")
+        out.update(roc_auc=float("nan"), roc_fpr=np.zeros(0), roc_tpr=np.zeros(0))
+        return out
+    labels = np.concatenate([np.ones(len(pos_dists)), np.zeros(len(neg_dists))])
+    scores = -np.concatenate([pos_dists, neg_dists]).astype(np.float64)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    for t in ROC_FPR_TARGETS:
+        i = max(0, int(np.searchsorted(fpr, t, side="right")) - 1)
+        out[f"TPR@FPR={t:.0e}"] = float(tpr[i])
+    out["roc_auc"] = float(roc_auc_score(labels, scores))
+    out["roc_fpr"], out["roc_tpr"] = fpr, tpr
+    return out
+
+
+def pair_distances(
+    query_feats,
+    gallery_feats,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    *,
+    metric: str = "cosine",
+    max_negatives: int = 2_000_000,
+    chunk_size: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative query-gallery pair distances, for histograms and ROC curves.
+
+    Positives are all true matches (same identity, other camera); same-identity same-camera
+    pairs are left out as the ranking protocol does. Negatives are all different-identity pairs,
+    or a uniform sample of ``max_negatives`` of them (with replacement) when there are more.
+
+    Args:
+        query_feats: (Q, D) features.
+        gallery_feats: (G, D) features.
+        q_pids: query identities.
+        g_pids: gallery identities.
+        q_camids: query cameras.
+        g_camids: gallery cameras.
+        metric: ``"cosine"`` or ``"euclidean"``.
+        max_negatives: cap on the number of negative pairs kept.
+        chunk_size: query rows per block (None: chosen from memory).
+        seed: seed of the negative sampling.
+
+    Returns:
+        ``(pos_dists, neg_dists)`` float32 arrays.
+    """
+    q = as_feature_tensor(query_feats, "query_feats")
+    g = as_feature_tensor(gallery_feats, "gallery_feats").to(q.device)
+    qp, gp = as_int_array(q_pids, "q_pids"), as_int_array(g_pids, "g_pids")
+    qc, gc = as_int_array(q_camids, "q_camids"), as_int_array(g_camids, "g_camids")
+    dist_fn = PairwiseDistance(g, metric)
+    chunk = chunk_size or auto_chunk_size(g.shape[0], max(1, q.shape[0]))
+    sampler = _PairSampler(qp, gp, max_negatives, seed)
+    pid_index = PidIndex(gp)
+    for start, block in iter_distance_blocks(q, dist_fn, chunk):
+        dist = block.cpu().numpy()
+        c = dist.shape[0]
+        rows, cols = pid_index.pairs(qp[start:start + c])
+        sampler(start, dist, rows, cols, gc[cols] != qc[start:start + c][rows])
+    return sampler.result()
+
+
+def _rank_at(cmc_long: np.ndarray, k: int) -> float:
+    if len(cmc_long) == 0:
+        return 0.0
+    return float(cmc_long[min(k, len(cmc_long)) - 1])
+
+
+def evaluate(
+    query_feats,
+    gallery_feats,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    *,
+    metric: str = "cosine",
+    max_rank: int = 50,
+    rerank: Mapping | None = None,
+    chunk_size: int | None = None,
+    aqe: Mapping | None = None,
+    roc: bool = False,
+    roc_max_negatives: int = 2_000_000,
+    seed: int = 0,
+) -> dict:
+    """Exact re-ID metrics from query and gallery features, in query blocks.
+
+    Per block of ``chunk_size`` queries it computes the ``chunk x G`` distances, and for every
+    true match its rank = number of kept gallery items strictly closer + kept items equally
+    close with a lower gallery index; CMC, AP and INP follow. Nothing of size ``Q x G`` is
+    held or sorted. Values equal ``evaluate_rank(compute_distance(q, g, metric), ...)``.
+
+    Args:
+        query_feats: (Q, D) query features, numpy array or tensor (CUDA tensors are evaluated
+            on their device).
+        gallery_feats: (G, D) gallery features.
+        q_pids: query identities, shape (Q,).
+        g_pids: gallery identities, shape (G,); distractors (e.g. pid 0 or -1) are negatives.
+        q_camids: query camera ids.
+        g_camids: gallery camera ids.
+        metric: ``"cosine"`` (1 - cosine similarity of L2-normalized features) or
+            ``"euclidean"`` (squared Euclidean distance).
+        max_rank: length of the returned CMC curve (reduced to the gallery size with a warning).
+        rerank: None, or ``{"k1": 20, "k2": 6, "lambda": 0.3}`` for k-reciprocal re-ranking;
+            metrics are then computed from the re-ranked distances, block by block.
+        chunk_size: query rows per block; None or 0 chooses it from the available memory.
+        aqe: None, or ``{"qe_times": 1, "qe_k": 5, "alpha": 3.0}`` to apply average query
+            expansion to the features first.
+        roc: also report verification metrics (TPR at FPR 1e-4, 1e-3, 1e-2) over query-gallery
+            pairs, collected in the same pass.
+        roc_max_negatives: negative pairs kept for the ROC; above it they are sampled uniformly
+            and ``roc_negatives_subsampled`` is True.
+        seed: seed of the ROC negative sampling.
+
+    Returns:
+        A dict with ``"mAP"``, ``"mINP"`` (floats in [0, 1]), ``"cmc"`` (float32 array of length
+        ``max_rank``), ``"Rank-1"``, ``"Rank-5"``, ``"Rank-10"``, ``"num_queries"``,
+        ``"num_gallery"``, ``"num_valid_queries"``, ``"num_queries_without_match"``, ``"metric"``, ``"rerank"``,
+        ``"aqe"``; with ``roc``, also ``"TPR@FPR=1e-04"`` (etc.), ``"roc_auc"``, ``"roc_fpr"``,
+        ``"roc_tpr"``, ``"roc_num_positive_pairs"``, ``"roc_num_negative_pairs"`` and
+        ``"roc_negatives_subsampled"``.
+
+    Raises:
+        ValueError: shapes or lengths disagree, unknown metric, non-finite features.
+    """
+    _check_metric(metric)
+    q = as_feature_tensor(query_feats, "query_feats")
+    g = as_feature_tensor(gallery_feats, "gallery_feats").to(q.device)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query features have dimension {q.shape[1]}, gallery {g.shape[1]}")
+    qp, gp = as_int_array(q_pids, "q_pids"), as_int_array(g_pids, "g_pids")
+    qc, gc = as_int_array(q_camids, "q_camids"), as_int_array(g_camids, "g_camids")
+    if len(qp) != q.shape[0] or len(qc) != q.shape[0]:
+        raise ValueError(f"{q.shape[0]} query features but {len(qp)} pids, {len(qc)} camids")
+    if len(gp) != g.shape[0] or len(gc) != g.shape[0]:
+        raise ValueError(f"{g.shape[0]} gallery features but {len(gp)} pids, {len(gc)} camids")
+    if g.shape[0] == 0:
+        raise ValueError("the gallery is empty")
+    max_rank = check_max_rank(max_rank, g.shape[0])
+
+    if aqe:
+        q, g = query_expansion(
+            q, g, int(aqe.get("qe_times", 1)), int(aqe.get("qe_k", 5)),
+            float(aqe.get("alpha", 3.0)),
+        )
+    observers = []
+    sampler = None
+    if roc:
+        sampler = _PairSampler(qp, gp, roc_max_negatives, seed)
+        observers.append(sampler)
+    if rerank:
+        from .rerank import KReciprocalReRanker
+
+        reranker = KReciprocalReRanker(
+            q, g, k1=int(rerank.get("k1", 20)), k2=int(rerank.get("k2", 6)),
+            lambda_value=float(rerank.get("lambda", 0.3)), metric=metric,
+        )
+        blocks = reranker.iter_chunks(chunk_size or None)
+    else:
+        dist_fn = PairwiseDistance(g, metric)
+        chunk = chunk_size or auto_chunk_size(g.shape[0], max(1, q.shape[0]))
+        blocks = iter_distance_blocks(q, dist_fn, chunk)
+    res: RankResult = rank_metrics_from_chunks(blocks, qp, gp, qc, gc, max_rank, observers)
+
+    out = {
+        "mAP": float(res.ap.mean()) if res.num_valid else 0.0,
+        "mINP": float(res.inp.mean()) if res.num_valid else 0.0,
+        "cmc": res.cmc,
+        "Rank-1": _rank_at(res.cmc_long, 1),
+        "Rank-5": _rank_at(res.cmc_long, 5),
+        "Rank-10": _rank_at(res.cmc_long, 10),
+        "num_queries": res.num_queries,
+        "num_gallery": int(g.shape[0]),
+        "num_valid_queries": res.num_valid,
+        "num_queries_without_match": res.num_without_match,
+        "metric": metric,
+        "rerank": bool(rerank),
+        "aqe": bool(aqe),
+    }
+    if sampler is not None:
+        pos, neg = sampler.result()
+        out.update(roc_metrics(pos, neg))
+        out["roc_num_positive_pairs"] = int(len(pos))
+        out["roc_num_negative_pairs"] = int(len(neg))
+        out["roc_negatives_subsampled"] = sampler.subsampled
+        if sampler.subsampled:
+            logger.info(
+                "ROC: %d of %d negative pairs sampled uniformly",
+                len(neg), sampler.total_negatives,
+            )
+    return out

@@ -1,0 +1,658 @@
+"""Patch-aware Batch Normalization (PBN) and Stochastic Normalization.
+
+PBN (Qi et al., "Patch-aware Batch Normalization for Improving Cross-domain Robustness") normalizes
+random patches of the feature map with their own statistics during training. This
+implementation follows the official layer
+``block_split_random_block_bn2d_two_type_channel_fusion_close_affine`` (Qi5Lei/PBN):
+
+* each training forward draws ``num_modes`` split modes without repetition from ``modes``:
+  0 = the whole map, 1 = two patches (a cut along H or along W, coin flip), 2 = four patches (one
+  row cut and one column cut);
+* every patch is normalized with per-channel statistics over N x patch_h x patch_w, mixed with
+  the running statistics (``mix="stochastic"``: per channel, a Bernoulli(``p``) choice of the
+  patch statistics over the running statistics as they stood before this patch's update, as in
+  StochNorm; ``mix="weighted"``: ``lam * running + (1 - lam) * patch``);
+* only the first drawn mode updates the running statistics, one momentum update per patch with
+  that patch's statistics (so 1, 2 or 4 updates per forward);
+* each channel takes its output from one of the drawn modes, chosen uniformly (a Bernoulli(0.5)
+  mask for two modes) anew every forward; one shared affine is applied.
+
+In ``eval()`` mode PBN is exactly ``nn.BatchNorm2d``, and its ``state_dict`` has the same keys.
+
+How it is computed: all cut positions of the drawn modes split the map into at most 3 x 3
+"cells". Per-position batch moments come from one pass over x (BN's own Welford kernel on an
+(N, C*H*W) view) and pool into cell and then patch moments, so the patch logic runs on
+(C, cells)-sized tensors; the output is one fused ``x * A + B`` with per-position scale and
+shift. A custom autograd function computes the backward in three passes over the map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import threading
+from collections import OrderedDict
+from fractions import Fraction
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ._common import running_update_factor
+from .norm import register_norm
+
+_MIXES = ("stochastic", "weighted")
+
+
+class Split(NamedTuple):
+    """One drawn split mode of a PBN training forward.
+
+    Attributes:
+        mode: the drawn mode (0 whole map, 1 two patches, 2 four patches).
+        row: cut position along H (rows ``[0, row)`` and ``[row, H)``), or ``None``.
+        col: cut position along W, or ``None``. A split mode with neither cut fell back to
+            whole-map normalization because the map was too small.
+    """
+
+    mode: int
+    row: int | None
+    col: int | None
+
+
+class _Layout:
+    """Cells of the drawn cuts and each patch's cells, as small tensors.
+
+    Attributes:
+        num_cells: number of cells (1 when no mode cut the map).
+        row_index: (H,) cell row of every map row; ``col_index``: (W,) cell column of every
+            map column.
+        cells: (H*W, cells) one-hot cell of every position on small maps, else ``None``.
+        cell_size: (cells,) positions per cell.
+        weights: (cells, patches) share of each cell in each patch (0 outside it); the patches
+            of all drawn modes, in draw order.
+        cover: (modes, patches, cells) 1 where the patch belongs to the mode and covers the
+            cell.
+        unbias: (2, 1, patches): 1 for the means, ``count / (count - 1)`` (``count = N * area``)
+            for the variances, as BN's running update uses the unbiased variance.
+        patches_per_mode: number of patches of each drawn mode.
+    """
+
+    def __init__(self, n: int, h: int, w: int, splits: list[Split], device, dtype):
+        rows = sorted({s.row for s in splits if s.row is not None})
+        cols = sorted({s.col for s in splits if s.col is not None})
+        rb, cb = [0, *rows, h], [0, *cols, w]
+        nr, ncol = len(rb) - 1, len(cb) - 1
+        nc = self.num_cells = nr * ncol
+        k_modes = len(splits)
+        cell_size = [(rb[i + 1] - rb[i]) * (cb[j + 1] - cb[j])
+                     for i in range(nr) for j in range(ncol)]
+        weights, cover, unbias = [], [], []
+        self.patches_per_mode = []
+        for k, s in enumerate(splits):
+            per_row = 2 if s.col is not None else 1
+            num = per_row * (2 if s.row is not None else 1)
+            self.patches_per_mode.append(num)
+            # Patch of every cell under this split, numbered as the official code orders
+            # patches: (top-left, top-right, bottom-left, bottom-right).
+            region = [
+                (0 if s.row is None else int(rb[i] >= s.row)) * per_row
+                + (0 if s.col is None else int(cb[j] >= s.col))
+                for i in range(nr)
+                for j in range(ncol)
+            ]
+            for p in range(num):
+                area = sum(a for a, r in zip(cell_size, region) if r == p)
+                weights.append([a / area if r == p else 0.0 for a, r in zip(cell_size, region)])
+                count = n * area
+                unbias.append(count / (count - 1))
+                member = [1.0 if r == p else 0.0 for r in region]
+                cover.extend(member if kk == k else [0.0] * nc for kk in range(k_modes))
+        num = self.num_patches = len(weights)
+        # One host-to-device tensor for all the small tables.
+        flat = [v for row in weights for v in row]
+        flat += [v for part in cover for v in part] + [1.0] * num + unbias + cell_size
+        packed = torch.tensor(flat, dtype=dtype, device=device)
+        sizes = [num * nc, num * k_modes * nc, 2 * num, nc]
+        weights_t, cover_t, unbias_t, self.cell_size = packed.split(sizes)
+        self.unbias = unbias_t.view(2, 1, num)
+        self.weights = weights_t.view(num, nc).t()
+        self.cover = cover_t.view(num, k_modes, nc).transpose(0, 1)
+        self.h, self.w, self.num_rows, self.num_cols = h, w, nr, ncol
+        # Cell row of every map row and cell column of every map column.
+        index = [i for i in range(nr) for _ in range(rb[i], rb[i + 1])]
+        index += [j for j in range(ncol) for _ in range(cb[j], cb[j + 1])]
+        self.row_index, self.col_index = torch.tensor(index, device=device).split([h, w])
+        # Small maps (the most layers of a ResNet) pool and spread with one matrix product
+        # against the one-hot cell of every position: fewer, cheaper calls there.
+        self.cells = None
+        if h * w <= _ONE_HOT_MAX_AREA:
+            self.cells = (self.row_index[:, None, None] * ncol + self.col_index[None, :, None]
+                          == torch.arange(nc, device=device)).to(dtype).view(h * w, nc)
+
+    def pool(self, *ts: torch.Tensor) -> torch.Tensor:
+        """Sums over each cell: tensors (B, H*W) -> stacked (len(ts), B, cells)."""
+        if self.cells is not None:
+            return torch.stack([t @ self.cells for t in ts])
+        b, h, w = ts[0].shape[0], self.h, self.w
+        rows = ts[0].new_zeros(len(ts), b, self.num_rows, w)
+        for out, t in zip(rows, ts):
+            out.index_add_(1, self.row_index, t.view(b, h, w))
+        cells = rows.new_zeros(len(ts), b, self.num_rows, self.num_cols)
+        return cells.index_add_(3, self.col_index, rows).view(len(ts), b, -1)
+
+    def spread(self, v: torch.Tensor) -> torch.Tensor:
+        """Each cell's value at all its positions: (B, cells) -> (B, H*W)."""
+        if self.cells is not None:
+            return v @ self.cells.t()
+        b = v.shape[0]
+        full = v.view(b, self.num_rows, self.num_cols).index_select(2, self.col_index)
+        return full.index_select(1, self.row_index).view(b, self.h * self.w)
+
+
+_ONE_HOT_MAX_AREA = 128
+_LAYOUT_CACHE: OrderedDict = OrderedDict()
+_LAYOUT_LOCK = threading.Lock()
+_LAYOUT_CACHE_SIZE = 256
+_LAYOUT_CACHE_MAX_AREA = 1024  # small maps repeat their few cut combinations; cache those
+
+
+def _layout(n: int, h: int, w: int, splits: list[Split], device, dtype) -> _Layout:
+    """``_Layout``, cached (LRU) for small maps, where building it dominates the cost."""
+    if h * w > _LAYOUT_CACHE_MAX_AREA:
+        return _Layout(n, h, w, splits, device, dtype)
+    key = (n, h, w, tuple(splits), device, dtype)
+    with _LAYOUT_LOCK:  # replicas of DataParallel run in threads
+        layout = _LAYOUT_CACHE.get(key)
+        if layout is None:
+            layout = _LAYOUT_CACHE[key] = _Layout(n, h, w, splits, device, dtype)
+            if len(_LAYOUT_CACHE) > _LAYOUT_CACHE_SIZE:
+                _LAYOUT_CACHE.popitem(last=False)
+        else:
+            _LAYOUT_CACHE.move_to_end(key)
+    return layout
+
+
+@functools.lru_cache(maxsize=256)
+def _trajectory_coefficients(first: int, num: int, factor: float, cumulative: bool, dtype,
+                             device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients of the running statistics each patch sees: ``r_j = d_j r_0 + sum_i t_ij s_i``.
+
+    Columns ``j < first`` are the first mode's patches (``j`` updates done); the remaining
+    ``num - first`` patches and the last column see the final state (``first`` updates).
+    """
+    m = factor
+    if cumulative:  # each patch moves the average by factor / first towards its statistic
+        d = [1.0 - m * j / first for j in range(first + 1)]
+        t = [[m / first if i < j else 0.0 for j in range(first + 1)] for i in range(first)]
+    else:
+        d = [(1.0 - m) ** j for j in range(first + 1)]
+        t = [[m * (1.0 - m) ** (j - 1 - i) if i < j else 0.0 for j in range(first + 1)]
+             for i in range(first)]
+    cols = list(range(first)) + [first] * (num - first + 1)
+    d = torch.tensor([d[j] for j in cols], dtype=dtype, device=device)
+    t = torch.tensor([[row[j] for j in cols] for row in t], dtype=dtype, device=device)
+    return d, t
+
+
+class _CoefficientMap:
+    """Per-cell scale and shift from per-cell moments, for one PBN training forward.
+
+    The statistics are shifted raw moments per cell, ``E[x - s]`` and ``E[(x - s)^2]`` with a
+    per-channel shift ``s``; being plain averages they pool into patch moments with one
+    product. Forward: patch mean ``s + E[q]`` and variance ``E[q^2] - E[q]^2`` -> mixing with
+    the running statistics -> ``a = w / sqrt(var + eps)``, ``b = bias - mean * a`` per patch ->
+    per cell through each channel's chosen mode. The tensors are (C, patches)-sized, so the
+    backward is written out rather than recorded by autograd.
+
+    Args:
+        layout: the cells and patches of this forward.
+        select: (C, patches, cells) 1 where the patch of the channel's chosen mode covers the
+            cell.
+        use_batch: ``"stochastic"``: (C, patches) bool, True where the patch statistics are
+            used; ``None`` otherwise.
+        keep: ``"weighted"``: weight of the running statistics; 0 otherwise.
+        trajectory: maps the (2, C, patches) patch means and variances to the running
+            statistics each patch sees (updating the buffers); ``None`` without running
+            statistics.
+        eps: added to the variance.
+    """
+
+    def __init__(self, layout, select, use_batch, keep, trajectory, eps):
+        self.weights, self.select, self.use_batch, self.keep = (
+            layout.weights, select, use_batch, keep)
+        self.trajectory, self.eps = trajectory, eps
+
+    def forward(self, stats, shift, weight, bias):
+        c = stats.shape[1]
+        q = (stats.view(2 * c, -1) @ self.weights).view(2, c, -1)
+        stacked = torch.stack([q[0] + shift, torch.addcmul(q[1], q[0], q[0], value=-1)])
+        stacked[1].clamp_min_(0)
+        if self.trajectory is not None:
+            running = self.trajectory(stacked)
+            if self.use_batch is not None:
+                stacked = torch.where(self.use_batch, stacked, running)
+            elif self.keep:
+                stacked = torch.lerp(stacked, running, self.keep)
+        mean, var = stacked
+        inv = (var + self.eps).rsqrt_()
+        a = inv if weight is None else inv * weight[:, None]
+        b = -mean * a if bias is None else torch.addcmul(bias[:, None], mean, a, value=-1)
+        self.saved = (q[0], mean, inv, a, weight)
+        # (C, 2, patches) @ (C, patches, cells): each channel's cells take its mode's patches.
+        return torch.bmm(torch.stack([a, b], 1), self.select).transpose(0, 1)
+
+    def backward(self, grad):
+        q_mean, mean, inv, a, weight = self.saved
+        c = grad.shape[1]
+        g_a, g_b = torch.bmm(grad.transpose(0, 1), self.select.transpose(1, 2)).unbind(1)
+        d_bias = g_b.sum(1)
+        g_a = torch.addcmul(g_a, g_b, mean, value=-1)
+        d_weight = (g_a * inv).sum(1)
+        d_inv = g_a if weight is None else g_a * weight[:, None]
+        # d_q0 = d_mean - 2 q_mean d_var and d_q1 = d_var, from mean = s + E[q] and
+        # var = E[q^2] - E[q]^2 (s is a constant of the forward).
+        d_var = inv.pow(3).mul_(d_inv).mul_(-0.5)
+        d_q = torch.stack([torch.addcmul(-g_b * a, q_mean, d_var, value=-2), d_var])
+        if self.use_batch is not None:
+            d_q = d_q.where(self.use_batch, 0.0)
+        elif self.keep:
+            d_q.mul_(1 - self.keep)
+        d_stats = (d_q.reshape(2 * c, -1) @ self.weights.t()).view(2, c, -1)
+        return d_stats, d_weight, d_bias
+
+
+_CONSTANTS: dict = {}
+
+
+def _constant(value: float, size: int, like: torch.Tensor) -> torch.Tensor:
+    """A contiguous vector of ``size`` copies of ``value``, a prefix of a kept buffer."""
+    key = (value, like.dtype, like.device)
+    buf = _CONSTANTS.get(key)
+    if buf is None or buf.numel() < size:
+        buf = _CONSTANTS[key] = torch.full((size,), value, dtype=like.dtype, device=like.device)
+    return buf[:size]
+
+
+def _per_channel_sums(g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum g * x, sum g) over all dims but 1, in one fused pass and without temporaries.
+
+    BN's backward in eval mode with zero mean and unit variance computes exactly these sums.
+    """
+    c = x.shape[1]
+    zeros, ones = _constant(0.0, c, x), _constant(1.0, c, x)
+    _, g_x, g_sum = torch.ops.aten.native_batch_norm_backward(
+        g, x, ones, zeros, ones, None, None, False, 0.0, [False, True, True])
+    return g_x, g_sum
+
+
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance over all dims but 1 (Welford, no temporaries)."""
+    if hasattr(torch, "batch_norm_update_stats"):
+        return torch.batch_norm_update_stats(x, None, None, 0.0)
+    dims = [0, *range(2, x.dim())]
+    var, mean = torch.var_mean(x, dim=dims, correction=0)
+    return mean, var
+
+
+@contextlib.contextmanager
+def _small_work(x: torch.Tensor):
+    """Run the (C, H*W)-sized and smaller steps on one CPU thread.
+
+    They are N times smaller than the map; on a CPU each parallel region costs a thread
+    hand-off, which dominates such steps (and stalls when another process holds the core).
+    """
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _PatchNormFunction(torch.autograd.Function):
+    """y = x * A + B, with A, B per channel and cell, from per-cell moments of x.
+
+    With several cells, per-position moments over the batch (one pass over x on an
+    (N, C*H*W) view) are pooled into cells; the output and the gradient are single fused
+    passes with per-position coefficients. With one cell everything is per channel.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layout, coef_map):
+        n, c, h, w = x.shape
+        single = layout.num_cells == 1
+        moments = _moments(x if single else x.view(n, c * h * w))
+        with _small_work(x):
+            if single:
+                # Shift by the mean itself: E[q] = 0, E[q^2] = var.
+                shift = moments[0][:, None]
+                stats = torch.stack([torch.zeros_like(moments[1]), moments[1]])[..., None]
+            else:
+                # Per-position moments (exact, Welford) -> shifted raw moments per cell. The
+                # shift (each channel's mean over the first row) keeps E[q^2] - E[q]^2 well
+                # conditioned whatever the mean of the map.
+                q, q_sq = (t.view(c, h * w) for t in moments)
+                shift = q[:, :w].mean(1, keepdim=True)
+                q_sq.addcmul_(q.sub_(shift), q)  # fresh outputs of _moments: update in place
+                stats = layout.pool(q, q_sq) / layout.cell_size
+            coef = coef_map.forward(stats, shift, weight, bias)
+            scale, offset = coef if single else layout.spread(coef.reshape(2 * c, -1)).view(
+                2, c, -1)
+        y = torch.empty_like(x)
+        torch.addcmul(offset, x.view(n, c, h * w), scale, out=y.view(n, c, h * w))
+        ctx.save_for_backward(x, scale, shift)
+        ctx.layout, ctx.coef_map = layout, coef_map
+        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, scale, shift = ctx.saved_tensors
+        layout = ctx.layout
+        n, c, h, w = x.shape
+        single = layout.num_cells == 1
+        grad = grad.contiguous()
+        if single:
+            sums = _per_channel_sums(grad, x)
+        else:
+            sums = _per_channel_sums(grad.view(n, c * h * w), x.view(n, c * h * w))
+        with _small_work(x):
+            if single:
+                g_coef = torch.stack(sums)[..., None]
+            else:
+                g_coef = layout.pool(*(t.view(c, h * w) for t in sums))
+            d_stats, d_w, d_b = ctx.coef_map.backward(g_coef)
+            if ctx.needs_input_grad[0]:
+                # d E[q] / dx = 1 / count, d E[q^2] / dx = 2 (x - s) / count, per cell.
+                count = n * layout.cell_size
+                slope = d_stats[1] * (2.0 / count)
+                lin = torch.stack([slope, torch.addcmul(d_stats[0] / count, slope, shift,
+                                                        value=-1)])
+                slope, offset = lin if single else layout.spread(lin.view(2 * c, -1)).view(
+                    2, c, -1)
+        d_x = None
+        if ctx.needs_input_grad[0]:
+            d_x = torch.empty_like(x)
+            d3 = d_x.view(n, c, h * w)
+            torch.addcmul(offset, x.view(n, c, h * w), slope, out=d3)
+            d3.addcmul_(grad.view(n, c, h * w), scale)
+        return (d_x, d_w if ctx.has_weight else None, d_b if ctx.has_bias else None, None, None)
+
+
+def _fraction(value: float) -> Fraction:
+    return Fraction(value).limit_denominator(1_000_000)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cut_bounds(size: int, lo_frac: Fraction, ratio: Fraction, min_size: int) -> tuple[int, int]:
+    lo = math.floor(size * lo_frac)
+    hi = math.floor(lo * ratio)
+    return max(lo, min_size), min(hi, size - min_size + 1)
+
+
+@register_norm("PBN")
+class PatchBatchNorm2d(nn.BatchNorm2d):
+    """Patch-aware Batch Normalization (see the module docstring for the algorithm).
+
+    Drop-in for ``nn.BatchNorm2d``: same parameters, buffers and ``state_dict`` keys, and the
+    same output in ``eval()`` mode.
+
+    Args:
+        num_features: number of channels C.
+        eps: added to the variance.
+        momentum: running-statistics momentum, or ``None`` for a cumulative average (each
+            forward's patches then count as one batch, in equal parts).
+        mix: how patch and running statistics combine: ``"stochastic"`` (official code) or
+            ``"weighted"`` (paper text).
+        p: ``"stochastic"``: per-channel probability of the patch statistics (else running).
+        lam: ``"weighted"``: weight of the running statistics.
+        modes: split modes to draw from (0 whole map, 1 two patches, 2 four patches).
+        num_modes: how many modes are drawn (without repetition) per training forward.
+        cut_range: ``(lo, hi)``: cut positions along a side of length ``s`` are drawn uniformly
+            from ``[floor(s * lo), floor(floor(s * lo) * hi / lo))``; ``(0.25, 0.75)`` gives the
+            official ``[s // 4, (s // 4) * 3)``. Cuts that leave a patch side shorter than
+            ``min_size`` are excluded.
+        min_size: shortest allowed patch side; when no cut is possible on a needed side (small
+            maps, e.g. 3 x 2) that mode falls back to whole-map normalization.
+        generator: ``torch.Generator`` for every random draw; default the global torch RNG, so
+            ``torch.manual_seed`` reproduces a run.
+        affine: learn a per-channel scale and shift.
+        track_running_stats: keep running statistics (without them, patch statistics only).
+        bias: learn the shift (with ``affine``), as ``nn.BatchNorm2d``'s ``bias`` flag.
+        device: device of the parameters and buffers.
+        dtype: dtype of the parameters and buffers.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        *,
+        mix: str = "stochastic",
+        p: float = 0.5,
+        lam: float = 0.5,
+        modes: tuple[int, ...] = (0, 1, 2),
+        num_modes: int = 2,
+        cut_range: tuple[float, float] = (0.25, 0.75),
+        min_size: int = 2,
+        generator: torch.Generator | None = None,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats,
+                         device=device, dtype=dtype, bias=bias)
+        modes = tuple(int(m) for m in modes)
+        if mix not in _MIXES:
+            raise ValueError(f"mix must be one of {_MIXES}, got '{mix}'")
+        if not 0.0 <= p <= 1.0 or not 0.0 <= lam <= 1.0:
+            raise ValueError(f"p and lam must lie in [0, 1], got p={p}, lam={lam}")
+        if not modes or len(set(modes)) != len(modes) or not set(modes) <= {0, 1, 2}:
+            raise ValueError(f"modes must be distinct values among 0, 1, 2; got {modes}")
+        if not 1 <= num_modes <= len(modes):
+            raise ValueError(f"num_modes must lie in [1, {len(modes)}], got {num_modes}")
+        lo, hi = (float(v) for v in cut_range)
+        if not 0.0 < lo < hi <= 1.0:
+            raise ValueError(f"cut_range must satisfy 0 < lo < hi <= 1, got {cut_range}")
+        if min_size < 1:
+            raise ValueError(f"min_size must be >= 1, got {min_size}")
+        self.mix, self.p, self.lam = mix, float(p), float(lam)
+        self.modes, self.num_modes = modes, int(num_modes)
+        self.cut_range, self.min_size = (lo, hi), int(min_size)
+        self._cut_lo, self._cut_ratio = _fraction(lo), _fraction(hi) / _fraction(lo)
+        self.generator = generator
+        # What the last training forward drew (read by tests and for inspection).
+        self.last_splits: list[Split] = []
+        self.last_mode_choice: torch.Tensor | None = None
+        self.last_use_batch: torch.Tensor | None = None
+
+    def extra_repr(self) -> str:
+        mix = f"p={self.p}" if self.mix == "stochastic" else f"lam={self.lam}"
+        return (f"{super().extra_repr()}, mix={self.mix}, {mix}, modes={self.modes}, "
+                f"num_modes={self.num_modes}, cut_range={self.cut_range}, "
+                f"min_size={self.min_size}")
+
+    # -- random draws -------------------------------------------------------------------------
+    def cut_bounds(self, size: int) -> tuple[int, int]:
+        """Half-open range ``[lo, hi)`` of allowed cut positions along a side (empty if lo >= hi).
+
+        Args:
+            size: length of the side.
+
+        Returns:
+            ``(lo, hi)``.
+        """
+        return _cut_bounds(size, self._cut_lo, self._cut_ratio, self.min_size)
+
+    def _draw(self, n: int, h: int, w: int, c: int) -> tuple[list[Split], torch.Tensor]:
+        """All random draws of one training forward, from a single call to the generator.
+
+        Returns:
+            The splits (one per drawn mode, in draw order; the first updates the running
+            statistics) and (8, C) uniforms for the per-channel draws (row 0: mode choice,
+            rows 1...: the stochastic masks of the patches).
+        """
+        k = len(self.modes)
+        device = self.generator.device if self.generator is not None else "cpu"
+        u = torch.rand(9 + 8 * c, generator=self.generator, device=device)
+        scalars = u[:9].tolist()
+        # A uniform random permutation of the modes: argsort of k uniforms.
+        order = sorted(range(k), key=scalars.__getitem__)[: self.num_modes]
+        draws = iter(scalars[k:])
+
+        def cut(size):
+            lo, hi = self.cut_bounds(size)
+            v = next(draws)
+            return min(lo + int(v * (hi - lo)), hi - 1) if lo < hi else None
+
+        splits = []
+        for i in order:
+            mode, row, col = self.modes[i], None, None
+            if mode == 1:
+                if next(draws) < 0.5:
+                    col = cut(w)
+                else:
+                    row = cut(h)
+            elif mode == 2:
+                row, col = cut(h), cut(w)
+                if row is None or col is None:
+                    row = col = None
+            ph = h if row is None else min(row, h - row)
+            pw = w if col is None else min(col, w - col)
+            if n * ph * pw < 2:
+                row = col = None
+            splits.append(Split(mode, row, col))
+        return splits, u[9:].view(8, c)
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not self.training:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        if n * h * w < 2:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size {x.shape}")
+        in_dtype = x.dtype
+        if in_dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        x = x.contiguous()
+        splits, uniforms = self._draw(n, h, w, c)
+        layout = _layout(n, h, w, splits, x.device, x.dtype)
+        self.last_splits = splits
+        if uniforms.device != x.device:
+            uniforms = uniforms.to(x.device, non_blocking=True)
+        coef_map = self._coefficient_map(layout, uniforms, c, x.dtype)
+        weight, bias = self.weight, self.bias
+        if weight is not None and weight.dtype != x.dtype:
+            weight = weight.to(x.dtype)
+        if bias is not None and bias.dtype != x.dtype:
+            bias = bias.to(x.dtype)
+        y = _PatchNormFunction.apply(x, weight, bias, layout, coef_map)
+        return y if in_dtype == x.dtype else y.to(in_dtype)
+
+    def _coefficient_map(self, layout: _Layout, uniforms: torch.Tensor, c: int,
+                         dtype) -> _CoefficientMap:
+        """Turn this forward's per-channel uniforms into masks and build its coefficient map."""
+        k_modes, num = len(layout.patches_per_mode), layout.num_patches
+        tracking = self.track_running_stats and self.running_mean is not None
+        stochastic = tracking and self.mix == "stochastic"
+        if k_modes > 1:
+            # Uniform choice of a mode per channel (a Bernoulli(0.5) mask for two modes).
+            choice = (uniforms[0] * k_modes).long().clamp_(max=k_modes - 1)
+            select = layout.cover[choice]
+        else:
+            choice, select = None, layout.cover[0].expand(c, num, layout.num_cells)
+        use_batch = (uniforms[1:1 + num] < self.p).t() if stochastic else None
+        self.last_mode_choice, self.last_use_batch = choice, use_batch
+        trajectory = None
+        if tracking:
+            factor = running_update_factor(self)
+            first = layout.patches_per_mode[0]
+
+            def trajectory(stacked):
+                return self._running_trajectory(stacked, layout, first, factor, dtype)
+
+        keep = self.lam if tracking and self.mix == "weighted" else 0.0
+        return _CoefficientMap(layout, select, use_batch, keep, trajectory, self.eps)
+
+    def _running_trajectory(self, stacked, layout: _Layout, first: int, factor: float, dtype):
+        """Running statistics seen by each patch; updates the buffers with the first mode.
+
+        Patch ``j < first`` of the first mode sees the statistics after ``j`` sequential
+        momentum updates (one per earlier patch, with that patch's mean and unbiased variance);
+        the other modes' patches see the final ones.
+
+        Args:
+            stacked: (2, C, patches) patch means and (biased) variances.
+            layout: the cells and patches of this forward.
+            first: number of patches of the first drawn mode.
+            factor: the update factor (momentum, or 1 / batches for a cumulative average).
+            dtype: dtype of the computation.
+
+        Returns:
+            (2, C, patches): running means and variances.
+        """
+        c, num = stacked.shape[1], layout.num_patches
+        d, t = _trajectory_coefficients(first, num, factor, self.momentum is None, dtype,
+                                        stacked.device)
+        observed = stacked[:, :, :first] * layout.unbias[..., :first]
+        r0 = torch.stack([self.running_mean, self.running_var]).view(2 * c, 1)
+        traj = torch.addmm(r0.to(dtype) * d, observed.view(2 * c, first), t).view(2, c, -1)
+        self.running_mean.copy_(traj[0, :, -1])
+        self.running_var.copy_(traj[1, :, -1])
+        return traj[:, :, :num]
+
+
+@register_norm("StochNorm")
+class StochNorm2d(PatchBatchNorm2d):
+    """Stochastic Normalization (Kou et al., NeurIPS 2020) for 2D maps.
+
+    In training, each channel is normalized with the batch statistics with probability ``p``
+    and with the running statistics (before this batch's update) otherwise, the mask drawn anew
+    every forward; running statistics are updated with the batch statistics as in BN. In
+    ``eval()`` mode it is ``nn.BatchNorm2d``. Same parameters, buffers and ``state_dict`` keys
+    as ``nn.BatchNorm2d``.
+
+    Args:
+        num_features: number of channels C.
+        eps: added to the variance.
+        momentum: running-statistics momentum (``None``: cumulative average).
+        p: per-channel probability of using the batch statistics.
+        generator: ``torch.Generator`` for the masks (default: the global torch RNG).
+        affine: learn a per-channel scale and shift.
+        track_running_stats: keep running statistics.
+        bias: learn the shift (with ``affine``).
+        device: device of the parameters and buffers.
+        dtype: dtype of the parameters and buffers.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        *,
+        p: float = 0.5,
+        generator: torch.Generator | None = None,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(num_features, eps, momentum, mix="stochastic", p=p, modes=(0,),
+                         num_modes=1, generator=generator, affine=affine,
+                         track_running_stats=track_running_stats, bias=bias, device=device,
+                         dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return f"{nn.BatchNorm2d.extra_repr(self)}, p={self.p}"
