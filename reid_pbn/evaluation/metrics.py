@@ -385,7 +385,8 @@ def evaluate(
     Returns:
         A dict with ``"mAP"``, ``"mINP"`` (floats in [0, 1]), ``"cmc"`` (float32 array of length
         ``max_rank``), ``"Rank-1"``, ``"Rank-5"``, ``"Rank-10"``, ``"num_queries"``,
-        ``"num_gallery"``, ``"num_valid_queries"``, ``"num_queries_without_match"``, ``"metric"``, ``"rerank"``,
+        ``"num_gallery"``, ``"num_valid_queries"``, ``"num_queries_without_match"``, ``"metric"``,
+        ``"rerank"``,
         ``"aqe"``; with ``roc``, also ``"TPR@FPR=1e-04"`` (etc.), ``"roc_auc"``, ``"roc_fpr"``,
         ``"roc_tpr"``, ``"roc_num_positive_pairs"``, ``"roc_num_negative_pairs"`` and
         ``"roc_negatives_subsampled"``.

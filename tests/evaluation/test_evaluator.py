@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 import reid_pbn.data
 from reid_pbn.config import get_cfg
@@ -75,15 +75,12 @@ def test_format_results_table():
     assert lines[3].split("|")[2].strip() == "25.00" and "-" in lines[3]
 
 
-@pytest.mark.parametrize("sharded", [False, True])
-def test_inference_on_datasets_writes_results(tmp_path, monkeypatch, sharded):
+def test_inference_on_datasets_writes_results(tmp_path, monkeypatch):
     calls = []
 
     def fake_build_test_loader(cfg, name):
         calls.append(name)
-        ds = _Images()
-        sampler = list(range(12)) if sharded else None  # a DDP shard: first half only
-        return DataLoader(ds, batch_size=4, sampler=sampler), 6
+        return DataLoader(_Images(), batch_size=4), 6
 
     monkeypatch.setattr(reid_pbn.data, "build_test_loader", fake_build_test_loader)
     cfg = get_cfg()
@@ -107,8 +104,32 @@ def test_inference_on_datasets_writes_results(tmp_path, monkeypatch, sharded):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_subset_loader_is_not_mistaken_for_a_shard():
-    # A loader over a Subset covers its whole (sub)dataset and is used as is.
-    loader = DataLoader(Subset(_Images(), range(10)), batch_size=4)
-    out = extract_features(_Model(), loader, "cpu")
-    assert out["feats"].shape[0] == 10
+def _gather_worker(rank: int, init: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from reid_pbn.data.samplers import InferenceSampler
+    from reid_pbn.evaluation.evaluator import gather_features
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        ds = _Images()
+        loader = DataLoader(ds, batch_size=5, sampler=InferenceSampler(len(ds)))
+        data = gather_features(extract_features(_Model(), loader, "cpu"))
+        torch.save({"feats": data["feats"], "pids": torch.from_numpy(data["pids"]),
+                    "paths": data["paths"]}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_features_restores_dataset_order_across_ranks(tmp_path):
+    # Two gloo processes each extract their contiguous shard; both end with the whole set.
+    import torch.multiprocessing as mp
+
+    init = f"file://{tmp_path / 'rendezvous'}"
+    mp.spawn(_gather_worker, args=(init, str(tmp_path)), nprocs=2, join=True)
+    expected = extract_features(_Model(), DataLoader(_Images(), batch_size=24), "cpu")
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(got["feats"], expected["feats"], atol=1e-6, rtol=0)
+        assert got["pids"].tolist() == expected["pids"].tolist()
+        assert got["paths"] == expected["paths"]
