@@ -65,6 +65,9 @@ _C.MODEL.BACKBONE.PBN.CUT_RANGE = (0.25, 0.75)
 # Shortest patch side: cuts leaving a shorter side are excluded; a mode with no possible cut
 # falls back to whole-map normalization.
 _C.MODEL.BACKBONE.PBN.MIN_SIZE = 2
+# All-reduce PBN's patch statistics across DDP processes, for small per-GPU batches; like SyncBN
+# (the processes share rank 0's random draws and act as one batch; no effect without DDP).
+_C.MODEL.BACKBONE.PBN.SYNC = False
 
 # Domain-specific BN (used when NORM is "DSBN").
 _C.MODEL.BACKBONE.DSBN = CN()

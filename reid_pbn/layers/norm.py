@@ -225,6 +225,8 @@ def norm_kwargs_from_cfg(cfg) -> tuple[str, dict[str, Any]]:
         "cut_range": tuple(float(c) for c in pbn.CUT_RANGE),
         "min_size": int(pbn.MIN_SIZE),
     }
+    if pbn.SYNC:  # only when set: the default kwargs stay as they were
+        pbn_kwargs["sync"] = True
     if name == "PBN":
         kwargs.update(pbn_kwargs)
     elif name == "DSBN":

@@ -24,6 +24,9 @@ How it is computed: all cut positions of the drawn modes split the map into at m
 (N, C*H*W) view) and pool into cell and then patch moments, so the patch logic runs on
 (C, cells)-sized tensors; the output is one fused ``x * A + B`` with per-position scale and
 shift. A custom autograd function computes the backward in three passes over the map.
+
+With ``sync=True`` under DDP, the ranks of the process group act as one batch: they share the
+first rank's draws, merge their cell moments exactly and all-reduce the statistics' gradient.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from fractions import Fraction
 from typing import NamedTuple
 
 import torch
+from torch import distributed as dist
 from torch import nn
 
 from ._common import running_update_factor
@@ -313,16 +317,51 @@ def _small_work(x: torch.Tensor):
         torch.set_num_threads(threads)
 
 
+def _merge_statistics(shift: torch.Tensor, stats: torch.Tensor, group, counts: list[int]
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cell moments of the whole batch of all ranks, from every rank's own.
+
+    Every rank's per-cell mean ``shift + E[q]`` and biased variance ``E[q^2] - E[q]^2`` are
+    gathered and merged exactly (Chan et al.): ``M = sum_r n_r m_r / N`` and
+    ``V = sum_r n_r (v_r + (m_r - M)^2) / N``. The result is shifted by the first cell's merged
+    mean, so every rank computes the same shift and moments.
+
+    Args:
+        shift: (C, 1) this rank's shift; stats: (2, C, cells) its shifted moments.
+        group: the process group (``None``: the default group).
+        counts: the batch size of every rank of the group, in group-rank order.
+
+    Returns:
+        ``(shift, stats)`` of the whole batch, shaped as the inputs.
+    """
+    local = torch.stack([stats[0] + shift, torch.addcmul(stats[1], stats[0], stats[0], value=-1)])
+    parts = [torch.empty_like(local) for _ in counts]
+    dist.all_gather(parts, local, group=group)
+    table = torch.stack(parts)  # (ranks, 2, C, cells)
+    total = sum(counts)
+    share = local.new_tensor([k / total for k in counts]).view(-1, 1, 1)
+    mean = (table[:, 0] * share).sum(0)
+    dev = table[:, 0] - mean
+    var = (torch.addcmul(table[:, 1], dev, dev) * share).sum(0)
+    shift = mean[:, :1]
+    q = mean - shift
+    return shift, torch.stack([q, torch.addcmul(var, q, q)])
+
+
 class _PatchNormFunction(torch.autograd.Function):
     """y = x * A + B, with A, B per channel and cell, from per-cell moments of x.
 
     With several cells, per-position moments over the batch (one pass over x on an
     (N, C*H*W) view) are pooled into cells; the output and the gradient are single fused
     passes with per-position coefficients. With one cell everything is per channel.
+
+    ``sync``: ``None``, or ``(group, counts)`` to normalize with the cell moments of all ranks of
+    the process group (``counts``: every rank's batch size); the layout is then built for the
+    total batch size, and the backward all-reduces the gradient of the moments.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, layout, coef_map):
+    def forward(ctx, x, weight, bias, layout, coef_map, sync):
         n, c, h, w = x.shape
         single = layout.num_cells == 1
         moments = _moments(x if single else x.view(n, c * h * w))
@@ -339,13 +378,16 @@ class _PatchNormFunction(torch.autograd.Function):
                 shift = q[:, :w].mean(1, keepdim=True)
                 q_sq.addcmul_(q.sub_(shift), q)  # fresh outputs of _moments: update in place
                 stats = layout.pool(q, q_sq) / layout.cell_size
+            if sync is not None:
+                shift, stats = _merge_statistics(shift, stats, *sync)
             coef = coef_map.forward(stats, shift, weight, bias)
             scale, offset = coef if single else layout.spread(coef.reshape(2 * c, -1)).view(
                 2, c, -1)
         y = torch.empty_like(x)
         torch.addcmul(offset, x.view(n, c, h * w), scale, out=y.view(n, c, h * w))
         ctx.save_for_backward(x, scale, shift)
-        ctx.layout, ctx.coef_map = layout, coef_map
+        ctx.layout, ctx.coef_map, ctx.sync = layout, coef_map, sync
+        ctx.total = n if sync is None else sum(sync[1])
         ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
         return y
 
@@ -368,8 +410,11 @@ class _PatchNormFunction(torch.autograd.Function):
                 g_coef = layout.pool(*(t.view(c, h * w) for t in sums))
             d_stats, d_w, d_b = ctx.coef_map.backward(g_coef)
             if ctx.needs_input_grad[0]:
+                if ctx.sync is not None:
+                    # The moments are those of all ranks: their gradient sums every rank's.
+                    dist.all_reduce(d_stats, group=ctx.sync[0])
                 # d E[q] / dx = 1 / count, d E[q^2] / dx = 2 (x - s) / count, per cell.
-                count = n * layout.cell_size
+                count = ctx.total * layout.cell_size
                 slope = d_stats[1] * (2.0 / count)
                 lin = torch.stack([slope, torch.addcmul(d_stats[0] / count, slope, shift,
                                                         value=-1)])
@@ -381,7 +426,8 @@ class _PatchNormFunction(torch.autograd.Function):
             d3 = d_x.view(n, c, h * w)
             torch.addcmul(offset, x.view(n, c, h * w), slope, out=d3)
             d3.addcmul_(grad.view(n, c, h * w), scale)
-        return (d_x, d_w if ctx.has_weight else None, d_b if ctx.has_bias else None, None, None)
+        return (d_x, d_w if ctx.has_weight else None, d_b if ctx.has_bias else None, None, None,
+                None)
 
 
 def _fraction(value: float) -> Fraction:
@@ -421,6 +467,15 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
             maps, e.g. 3 x 2) that mode falls back to whole-map normalization.
         generator: ``torch.Generator`` for every random draw; default the global torch RNG, so
             ``torch.manual_seed`` reproduces a run.
+        sync: in training under ``torch.distributed`` with more than one process in the group,
+            normalize with the statistics of the whole batch of all processes, like
+            ``nn.SyncBatchNorm``: every process draws with its own generator, all use the first
+            process's draws (splits for the total batch size), the patch statistics and the
+            running statistics are those of the whole batch, and the gradient of the statistics
+            is summed over the processes. Every process must then run every training forward
+            of this layer (in the same order) and have at least one sample. Otherwise (and in
+            ``eval()`` mode) it has no effect.
+        process_group: the group to synchronize over (default: the default group).
         affine: learn a per-channel scale and shift.
         track_running_stats: keep running statistics (without them, patch statistics only).
         bias: learn the shift (with ``affine``), as ``nn.BatchNorm2d``'s ``bias`` flag.
@@ -442,6 +497,8 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
         cut_range: tuple[float, float] = (0.25, 0.75),
         min_size: int = 2,
         generator: torch.Generator | None = None,
+        sync: bool = False,
+        process_group=None,
         affine: bool = True,
         track_running_stats: bool = True,
         bias: bool = True,
@@ -469,6 +526,7 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
         self.cut_range, self.min_size = (lo, hi), int(min_size)
         self._cut_lo, self._cut_ratio = _fraction(lo), _fraction(hi) / _fraction(lo)
         self.generator = generator
+        self.sync, self.process_group = bool(sync), process_group
         # What the last training forward drew (read by tests and for inspection).
         self.last_splits: list[Split] = []
         self.last_mode_choice: torch.Tensor | None = None
@@ -478,7 +536,7 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
         mix = f"p={self.p}" if self.mix == "stochastic" else f"lam={self.lam}"
         return (f"{super().extra_repr()}, mix={self.mix}, {mix}, modes={self.modes}, "
                 f"num_modes={self.num_modes}, cut_range={self.cut_range}, "
-                f"min_size={self.min_size}")
+                f"min_size={self.min_size}{', sync=True' if self.sync else ''}")
 
     # -- random draws -------------------------------------------------------------------------
     def cut_bounds(self, size: int) -> tuple[int, int]:
@@ -500,10 +558,17 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
             statistics) and (8, C) uniforms for the per-channel draws (row 0: mode choice,
             rows 1...: the stochastic masks of the patches).
         """
-        k = len(self.modes)
+        u = self._uniforms(c)
+        return self._splits(u[:9].tolist(), n, h, w), u[9:].view(8, c)
+
+    def _uniforms(self, c: int) -> torch.Tensor:
+        """The 9 + 8 C uniforms of one training forward (9 for the splits, 8 C per channel)."""
         device = self.generator.device if self.generator is not None else "cpu"
-        u = torch.rand(9 + 8 * c, generator=self.generator, device=device)
-        scalars = u[:9].tolist()
+        return torch.rand(9 + 8 * c, generator=self.generator, device=device)
+
+    def _splits(self, scalars: list[float], n: int, h: int, w: int) -> list[Split]:
+        """The splits drawn by 9 uniforms, for a batch of ``n`` maps of ``h`` x ``w``."""
+        k = len(self.modes)
         # A uniform random permutation of the modes: argsort of k uniforms.
         order = sorted(range(k), key=scalars.__getitem__)[: self.num_modes]
         draws = iter(scalars[k:])
@@ -530,7 +595,32 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
             if n * ph * pw < 2:
                 row = col = None
             splits.append(Split(mode, row, col))
-        return splits, u[9:].view(8, c)
+        return splits
+
+    def _distributed(self) -> bool:
+        """Whether ``torch.distributed`` runs with more than one process in the group."""
+        return (dist.is_available() and dist.is_initialized()
+                and dist.get_world_size(self.process_group) > 1)
+
+    def _shared_draws(self, n: int, c: int, device, group) -> tuple[list[int], list[float],
+                                                                    torch.Tensor]:
+        """Every rank's batch size and the first rank's uniforms, in one ``all_gather``.
+
+        Every rank draws its own uniforms (so its generator advances as without ``sync``) and
+        all of them use those of the first rank of the group.
+
+        Returns:
+            The batch sizes in group-rank order, the 9 uniforms of the splits (a list) and the
+            (8, C) per-channel uniforms (on ``device``).
+        """
+        u = self._uniforms(c)
+        mine = torch.cat([u.new_full((1,), n), u]).to(device)
+        parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, mine, group=group)
+        table = torch.stack(parts)  # (ranks, 1 + 9 + 8 C)
+        head = torch.cat([table[:, 0], table[0, 1:10]]).tolist()  # one read-back
+        world = len(parts)
+        return [int(v) for v in head[:world]], head[world:], table[0, 10:].view(8, c)
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -538,15 +628,27 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
         if not self.training:
             return super().forward(x)
         n, c, h, w = x.shape
-        if n * h * w < 2:
+        synced = self.sync and self._distributed()
+        if not synced and n * h * w < 2:
             raise ValueError(
                 f"Expected more than 1 value per channel when training, got input size {x.shape}")
         in_dtype = x.dtype
         if in_dtype not in (torch.float32, torch.float64):
             x = x.float()
         x = x.contiguous()
-        splits, uniforms = self._draw(n, h, w, c)
-        layout = _layout(n, h, w, splits, x.device, x.dtype)
+        if not synced:
+            total, sync = n, None
+            splits, uniforms = self._draw(n, h, w, c)
+        else:
+            group = self.process_group
+            counts, scalars, uniforms = self._shared_draws(n, c, x.device, group)
+            total, sync = sum(counts), (group, counts)
+            if min(counts) < 1 or total * h * w < 2:  # the same decision on every rank
+                raise ValueError(
+                    f"Synchronized PBN needs at least one sample on every process and more than "
+                    f"1 value per channel in all; got batch sizes {counts} of {h} x {w} maps")
+            splits = self._splits(scalars, total, h, w)
+        layout = _layout(total, h, w, splits, x.device, x.dtype)
         self.last_splits = splits
         if uniforms.device != x.device:
             uniforms = uniforms.to(x.device, non_blocking=True)
@@ -556,7 +658,7 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
             weight = weight.to(x.dtype)
         if bias is not None and bias.dtype != x.dtype:
             bias = bias.to(x.dtype)
-        y = _PatchNormFunction.apply(x, weight, bias, layout, coef_map)
+        y = _PatchNormFunction.apply(x, weight, bias, layout, coef_map, sync)
         return y if in_dtype == x.dtype else y.to(in_dtype)
 
     def _coefficient_map(self, layout: _Layout, uniforms: torch.Tensor, c: int,
