@@ -57,15 +57,20 @@ def extract_features(
 
     Returns:
         ``{"feats": float32 tensor (N, D) on CPU, "pids", "camids", "domains": int64 numpy
-        arrays, "paths": list of str}``.
+        arrays, "paths": list of str, "domain_weights": (N, source domains) float32 tensor of
+        a BNE model's domain weights (``model.last_domain_weights``), else None}``.
     """
     was_training = model.training
     model.eval()
-    feats, pids, camids, domains, paths = [], [], [], [], []
+    feats, pids, camids, domains, paths, domain_weights = [], [], [], [], [], []
     try:
         for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
             images = batch["images"].to(device, non_blocking=True)
             f = model(images)
+            # BNE models keep each image's source-domain weights of their last eval forward.
+            dw = getattr(model, "last_domain_weights", None)
+            if torch.is_tensor(dw):
+                domain_weights.append(dw.float().cpu())
             if flip:
                 f = (f + model(torch.flip(images, dims=[3]))) / 2.0
             f = f.float()
@@ -88,6 +93,7 @@ def extract_features(
         "camids": np.concatenate(camids) if camids else empty,
         "domains": np.concatenate(domains) if domains else empty,
         "paths": paths,
+        "domain_weights": torch.cat(domain_weights) if domain_weights else None,
     }
 
 
@@ -233,12 +239,35 @@ def gather_features(data: dict) -> dict:
         return data
     parts = comm.all_gather_object({k: (v.numpy() if torch.is_tensor(v) else v)
                                     for k, v in data.items()})
-    feats = [p["feats"] for p in parts if p["feats"].size]
+    def cat(key):
+        arrays = [p[key] for p in parts if p[key] is not None and p[key].size]
+        return torch.from_numpy(np.concatenate(arrays)) if arrays else None
+
+    feats = cat("feats")
     return {
-        "feats": torch.from_numpy(np.concatenate(feats)) if feats else torch.zeros(0, 0),
+        "feats": feats if feats is not None else torch.zeros(0, 0),
         **{k: np.concatenate([p[k] for p in parts]) for k in ("pids", "camids", "domains")},
         "paths": [path for p in parts for path in p["paths"]],
+        "domain_weights": cat("domain_weights"),
     }
+
+
+def average_domain_weights(weights: torch.Tensor, source_names: Sequence[str]) -> dict:
+    """Mean BNE domain weight of each source domain over a target's images.
+
+    Args:
+        weights: (N, D) per-image domain weights (rows sum to 1).
+        source_names: the D source data sets in domain-index order (``DATASETS.NAMES``);
+            ``domain<i>`` is used when the count does not match.
+
+    Returns:
+        ``{"domain_weight:<source name>": mean weight}`` in domain order.
+    """
+    mean = weights.float().mean(0).tolist()
+    names = list(source_names)
+    if len(names) != len(mean):
+        names = [f"domain{i}" for i in range(len(mean))]
+    return {f"domain_weight:{n}": float(v) for n, v in zip(names, mean)}
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -267,6 +296,10 @@ def inference_on_datasets(
         names: registry names of the target data sets.
         output_dir: folder for the result files; None writes nothing.
 
+    For a BNE model (one exposing ``last_domain_weights``) each target's results also hold the
+    average domain weight of every source, ``"domain_weight:<source>"``: which source
+    domain the target resembles.
+
     Under DDP every rank must call it: each extracts its shard, the features are gathered in
     data-set order, and the main process evaluates and writes (the others return ``{}``).
 
@@ -293,6 +326,11 @@ def inference_on_datasets(
             feats[q], feats[g], data["pids"][q], data["pids"][g], data["camids"][q],
             data["camids"][g], **kwargs,
         )
+        if data["domain_weights"] is not None:
+            res.update(average_domain_weights(data["domain_weights"], cfg.DATASETS.NAMES))
+            logger.info("%s: average BNE domain weights (which source it resembles): %s", name,
+                        ", ".join(f"{k.split(':', 1)[1]} {v:.3f}" for k, v in res.items()
+                                  if k.startswith("domain_weight:")))
         results[name] = res
         logger.info("Evaluation on %s (%d of %d queries with a true match):\n%s", name,
                     res["num_valid_queries"], res["num_queries"],

@@ -104,6 +104,30 @@ def test_inference_on_datasets_writes_results(tmp_path, monkeypatch):
         assert (tmp_path / name).stat().st_size > 0
 
 
+class _BNEModel(_Model):
+    """Sets per-image domain weights like a BNE model: softmax of the first two features."""
+
+    def forward(self, x):
+        f = super().forward(x)
+        self.last_domain_weights = torch.softmax(f[:, :2], dim=1)
+        return f
+
+
+def test_inference_reports_average_bne_domain_weights(monkeypatch):
+    monkeypatch.setattr(reid_pbn.data, "build_test_loader",
+                        lambda cfg, name: (DataLoader(_Images(), batch_size=5), 6))
+    cfg = get_cfg()
+    cfg.DATASETS.NAMES = ("SrcA", "SrcB")
+    cfg.TEST.FLIP = True  # the weights of the unflipped images are the ones averaged
+    model = _BNEModel().eval()
+    r = inference_on_datasets(cfg, model, ["T"])["T"]
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.stack(_Images().images))[:, :2], 1).mean(0)
+    assert r["domain_weight:SrcA"] == pytest.approx(expected[0].item(), abs=1e-6)
+    assert r["domain_weight:SrcB"] == pytest.approx(expected[1].item(), abs=1e-6)
+    assert r["domain_weight:SrcA"] + r["domain_weight:SrcB"] == pytest.approx(1.0)
+
+
 def _gather_worker(rank: int, init: str, out_dir: str) -> None:
     import torch.distributed as dist
 
