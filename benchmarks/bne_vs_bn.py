@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides for both")
     args = parser.parse_args()
     setup_logger(args.output_dir)
-    rows = {}
+    rows, seconds = {}, {}
     for name, path in CONFIGS.items():
         opts = list(args.opts) + ["OUTPUT_DIR", os.path.join(args.output_dir,
                                                           os.path.basename(path)[:-4])]
@@ -45,20 +45,26 @@ def main() -> None:
         t0 = time.perf_counter()
         history = DefaultTrainer(cfg).fit()
         final = list(history.values())[-1]
-        rows[name] = {t: {c: float(r[c]) for c in COLUMNS} for t, r in final.items()}
-        rows[name]["train_eval_seconds"] = time.perf_counter() - t0
+        rows[name] = {t: {c: float(v) for c, v in r.items()
+                          if c in COLUMNS or c.startswith("domain_weight:")}
+                      for t, r in final.items()}
+        seconds[name] = time.perf_counter() - t0
     lines = [f"| {'model':<24} | {'target':<10} | " + " | ".join(f"{c:>6}" for c in COLUMNS)
              + " | seconds |"]
+    notes = []
     for name, res in rows.items():
         for target, r in res.items():
-            if target == "train_eval_seconds":
-                continue
             vals = " | ".join(f"{100 * r[c]:6.2f}" for c in COLUMNS)
-            secs = res["train_eval_seconds"]
-            lines.append(f"| {name:<24} | {target:<10} | {vals} | {secs:7.0f} |")
-    print("\n".join(lines))
+            lines.append(f"| {name:<24} | {target:<10} | {vals} | {seconds[name]:7.0f} |")
+            weights = [f"{k.split(':', 1)[1]} {v:.3f}" for k, v in r.items()
+                       if k.startswith("domain_weight:")]
+            if weights:
+                notes.append(f"{name} on {target}: average domain weights {', '.join(weights)}")
+    print("\n".join(lines + notes))
+    summary = {name: {"targets": res, "train_eval_seconds": seconds[name]}
+               for name, res in rows.items()}
     with open(os.path.join(args.output_dir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(rows, f, indent=2)
+        json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -19,18 +19,17 @@ from reid_pbn.engine.inference import build_inference_model
 
 logger = logging.getLogger("reid_pbn")
 
-_COLUMNS = ("mAP", "Rank-1", "Rank-5", "Rank-10", "mINP")
-
-
 def summary_table(history: dict[str, dict]) -> str:
-    """Rows of (stage, target) with the main metrics in percent."""
-    header = f"| {'model':<18} | {'target':<14} | " + " | ".join(f"{c:>7}" for c in _COLUMNS)
-    lines = [header, "|" + "-" * (len(header) - 2) + "|"]
-    for stage, results in history.items():
-        for target, r in results.items():
-            vals = " | ".join(f"{100 * r[c]:7.2f}" for c in _COLUMNS)
-            lines.append(f"| {stage:<18} | {target:<14} | {vals}")
-    return "\n".join(lines)
+    """One row per (stage, target) with the main metrics in percent.
+
+    Args:
+        history: ``{stage (e.g. "before training", "epoch 12"): {target: results}}``.
+    """
+    from reid_pbn.evaluation import format_results_table
+
+    rows = {f"{stage}: {target}": r for stage, results in history.items()
+            for target, r in results.items()}
+    return format_results_table(rows, label="model: target")
 
 
 def main(args) -> None:

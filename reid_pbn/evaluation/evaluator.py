@@ -120,14 +120,16 @@ def evaluation_kwargs_from_config(cfg) -> dict:
 
 
 def format_results_table(
-    results: Mapping[str, Mapping], columns: Sequence[str] = TABLE_COLUMNS
+    results: Mapping[str, Mapping], columns: Sequence[str] = TABLE_COLUMNS,
+    label: str = "dataset",
 ) -> str:
     """A plain-text table of metrics (percent) with one row per data set.
 
     Args:
-        results: ``{data set name: results dict of evaluate}``.
+        results: ``{row name (a data set): results dict of evaluate}``.
         columns: metric keys shown; a missing key shows "-". Verification metrics
             (``TPR@FPR=...``) are added when any row has them.
+        label: header of the first column.
 
     Returns:
         The table (markdown-compatible pipes).
@@ -137,9 +139,9 @@ def format_results_table(
         for k in r:
             if k.startswith("TPR@FPR=") and k not in columns:
                 columns.append(k)
-    width = max([7] + [len(n) for n in results])
+    width = max([len(label)] + [len(n) for n in results])
     col_w = [max(7, len(c)) for c in columns]
-    head = f"| {'dataset':<{width}} | " + " | ".join(
+    head = f"| {label:<{width}} | " + " | ".join(
         f"{c:>{w}}" for c, w in zip(columns, col_w)) + " |"
     sep = "|" + "-" * (width + 2) + "|" + "|".join("-" * (w + 2) for w in col_w) + "|"
     lines = [head, sep]
