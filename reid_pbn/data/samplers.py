@@ -158,6 +158,13 @@ def _num_chunks(index_by_pid: dict[int, list[int]], k: int) -> int:
     return sum(max(1, len(v) // k) for v in index_by_pid.values())
 
 
+def _pk_epoch_length(index_by_pid: dict[int, list[int]], k: int, p: int, world_size: int,
+                     iters_per_epoch: int | None) -> int:
+    """Batches per epoch of a P x K sampler: ``iters_per_epoch``, or by default enough to use
+    every K-image chunk about once (``sum_i max(1, n_i // K) // (P * world_size)``, at least 1)."""
+    return iters_per_epoch or max(1, _num_chunks(index_by_pid, k) // (p * world_size))
+
+
 class PKBatchSampler(_EpochBatchSampler):
     """Batches of P identities x K images each (the batch-hard triplet loss needs K >= 2).
 
@@ -197,8 +204,8 @@ class PKBatchSampler(_EpochBatchSampler):
         self.index_by_pid = _index_by_pid(pids)
         self.all_pids = sorted(self.index_by_pid)
         _check_enough_ids(len(self.all_pids), self.p, self.world_size, "the training set")
-        self._len = iters_per_epoch or max(
-            1, _num_chunks(self.index_by_pid, self.k) // (self.p * self.world_size))
+        self._len = _pk_epoch_length(self.index_by_pid, self.k, self.p, self.world_size,
+                                     iters_per_epoch)
 
     def __len__(self) -> int:
         return self._len
@@ -265,8 +272,8 @@ class DomainBalancedBatchSampler(_EpochBatchSampler):
                                for d in self.domains}
         for d, dpids in self.pids_by_domain.items():
             _check_enough_ids(len(dpids), self.p, self.world_size, f"domain {d}")
-        self._len = iters_per_epoch or max(
-            1, _num_chunks(self.index_by_pid, self.k) // (self.p * self.world_size))
+        self._len = _pk_epoch_length(self.index_by_pid, self.k, self.p, self.world_size,
+                                     iters_per_epoch)
 
     def __len__(self) -> int:
         return self._len

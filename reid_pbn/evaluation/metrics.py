@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .rank import (
     PidIndex,
     RankResult,
-    as_int_array,
+    as_id_arrays,
     auto_chunk_size,
     check_max_rank,
     rank_metrics_from_chunks,
@@ -157,6 +157,16 @@ def iter_distance_blocks(
     """
     for start in range(0, query_feats.shape[0], chunk_size):
         yield start, dist_fn(query_feats[start:start + chunk_size])
+
+
+def _distance_blocks(
+    q: torch.Tensor, g: torch.Tensor, metric: str, chunk_size: int | None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """:func:`iter_distance_blocks` of ``q`` against ``g`` under ``metric``; a ``chunk_size``
+    of None or 0 is chosen from the available memory."""
+    dist_fn = PairwiseDistance(g, metric)
+    chunk = chunk_size or auto_chunk_size(g.shape[0], max(1, q.shape[0]))
+    return iter_distance_blocks(q, dist_fn, chunk)
 
 
 def query_expansion(
@@ -316,13 +326,11 @@ def pair_distances(
     """
     q = as_feature_tensor(query_feats, "query_feats")
     g = as_feature_tensor(gallery_feats, "gallery_feats").to(q.device)
-    qp, gp = as_int_array(q_pids, "q_pids"), as_int_array(g_pids, "g_pids")
-    qc, gc = as_int_array(q_camids, "q_camids"), as_int_array(g_camids, "g_camids")
-    dist_fn = PairwiseDistance(g, metric)
-    chunk = chunk_size or auto_chunk_size(g.shape[0], max(1, q.shape[0]))
+    qp, gp, qc, gc = as_id_arrays(q_pids, g_pids, q_camids, g_camids)
+    blocks = _distance_blocks(q, g, metric, chunk_size)
     sampler = _PairSampler(qp, gp, max_negatives, seed)
     pid_index = PidIndex(gp)
-    for start, block in iter_distance_blocks(q, dist_fn, chunk):
+    for start, block in blocks:
         dist = block.cpu().numpy()
         c = dist.shape[0]
         rows, cols = pid_index.pairs(qp[start:start + c])
@@ -399,8 +407,7 @@ def evaluate(
     g = as_feature_tensor(gallery_feats, "gallery_feats").to(q.device)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features have dimension {q.shape[1]}, gallery {g.shape[1]}")
-    qp, gp = as_int_array(q_pids, "q_pids"), as_int_array(g_pids, "g_pids")
-    qc, gc = as_int_array(q_camids, "q_camids"), as_int_array(g_camids, "g_camids")
+    qp, gp, qc, gc = as_id_arrays(q_pids, g_pids, q_camids, g_camids)
     if len(qp) != q.shape[0] or len(qc) != q.shape[0]:
         raise ValueError(f"{q.shape[0]} query features but {len(qp)} pids, {len(qc)} camids")
     if len(gp) != g.shape[0] or len(gc) != g.shape[0]:
@@ -428,9 +435,7 @@ def evaluate(
         )
         blocks = reranker.iter_chunks(chunk_size or None)
     else:
-        dist_fn = PairwiseDistance(g, metric)
-        chunk = chunk_size or auto_chunk_size(g.shape[0], max(1, q.shape[0]))
-        blocks = iter_distance_blocks(q, dist_fn, chunk)
+        blocks = _distance_blocks(q, g, metric, chunk_size)
     res: RankResult = rank_metrics_from_chunks(blocks, qp, gp, qc, gc, max_rank, observers)
 
     out = {

@@ -83,6 +83,25 @@ def as_int_array(x, name: str) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def as_id_arrays(q_pids, g_pids, q_camids, g_camids) -> tuple[np.ndarray, ...]:
+    """:func:`as_int_array` of the query and gallery identities and cameras.
+
+    Args:
+        q_pids: query identities.
+        g_pids: gallery identities.
+        q_camids: query camera ids.
+        g_camids: gallery camera ids.
+
+    Returns:
+        ``(qp, gp, qc, gc)``: 1-D ``int64`` arrays, in the argument order.
+
+    Raises:
+        ValueError: one of them is not one-dimensional.
+    """
+    return (as_int_array(q_pids, "q_pids"), as_int_array(g_pids, "g_pids"),
+            as_int_array(q_camids, "q_camids"), as_int_array(g_camids, "g_camids"))
+
+
 class PidIndex:
     """Gallery positions grouped by identity, to list each query's same-identity gallery items.
 
@@ -399,8 +418,7 @@ def evaluate_rank(
         dm = dm.astype(np.float32)
     if dm.ndim != 2:
         raise ValueError(f"distmat must be 2-D (Q, G), got shape {tuple(dm.shape)}")
-    qp, gp = as_int_array(q_pids, "q_pids"), as_int_array(g_pids, "g_pids")
-    qc, gc = as_int_array(q_camids, "q_camids"), as_int_array(g_camids, "g_camids")
+    qp, gp, qc, gc = as_id_arrays(q_pids, g_pids, q_camids, g_camids)
     num_q, num_g = dm.shape
     if len(qp) != num_q or len(qc) != num_q or len(gp) != num_g or len(gc) != num_g:
         raise ValueError(

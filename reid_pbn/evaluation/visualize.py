@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from .metrics import as_feature_tensor, compute_distance
-from .rank import as_int_array
+from .rank import as_id_arrays, as_int_array
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,7 @@ def plot_ranked_lists(
     Returns:
         The PNG paths written.
     """
-    qp, gp = as_int_array(q_pids, "q_pids"), as_int_array(g_pids, "g_pids")
-    qc, gc = as_int_array(q_camids, "q_camids"), as_int_array(g_camids, "g_camids")
+    qp, gp, qc, gc = as_id_arrays(q_pids, g_pids, q_camids, g_camids)
     if query_indices is None:
         rng = np.random.default_rng(seed)
         n = min(num_queries, len(qp))
