@@ -202,6 +202,8 @@ class DefaultTrainer(SimpleTrainer):
         from ..modeling import build_model
 
         seed_all(cfg.SOLVER.SEED, cfg.SOLVER.DETERMINISTIC)
+        if comm.is_main_process():  # also when built without default_setup (library use)
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         device = resolve_device(cfg.MODEL.DEVICE)
         loader, info = build_train_loader(cfg)
         self.data_info = info
