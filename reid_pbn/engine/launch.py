@@ -70,7 +70,7 @@ def launch(main_func, args) -> int:
         args: parsed arguments with num_gpus, num_machines, machine_rank, dist_url.
 
     Returns:
-        An exit code.
+        An exit code: 0, or 1 after logging one of :func:`user_errors` (message only).
     """
     if args.num_gpus * args.num_machines > 1 and not in_torchrun():
         return relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank,
@@ -78,7 +78,27 @@ def launch(main_func, args) -> int:
     init_distributed()
     try:
         main_func(args)
+    except user_errors() as e:
+        # What the user can fix (a config value, a data set, a weight file, a diverged run):
+        # the message says what and how; the traceback goes to the log file only.
+        logger.debug("Traceback of the error below", exc_info=True)
+        logger.error("%s: %s", type(e).__name__, e)
+        return 1
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message tells the user what is wrong and what to do.
+
+    Tools report them as one error message (exit code 1) rather than a traceback.
+    """
+    from ..config import ConfigError
+    from ..data.datasets.bases import DatasetFormatError, DatasetNotFoundError, UnreadableImageError
+    from ..evaluation.index import IndexFormatError
+    from .checkpoint import CheckpointError
+
+    return (ConfigError, CheckpointError, DatasetNotFoundError, DatasetFormatError,
+            UnreadableImageError, IndexFormatError, FloatingPointError)

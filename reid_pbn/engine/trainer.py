@@ -141,11 +141,11 @@ class SimpleTrainer(TrainerBase):
             loss_dict = self.model(batch)
         losses = sum(loss_dict.values())
         if not torch.isfinite(losses):
+            values = {k: float(v.detach()) for k, v in loss_dict.items()}
             raise FloatingPointError(
-                f"Loss became non-finite at iteration {self.iter + 1} "
-                f"({ {k: float(v) for k, v in loss_dict.items()} }). Training stopped; the last "
-                "good checkpoint is kept. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRAD_NORM or "
-                "disable SOLVER.AMP, then resume with --resume."
+                f"Loss became non-finite at iteration {self.iter + 1} ({values}). Training "
+                "stopped; the last good checkpoint is kept. Lower SOLVER.BASE_LR, enable "
+                "SOLVER.CLIP_GRAD_NORM or disable SOLVER.AMP, then resume with --resume."
             )
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
