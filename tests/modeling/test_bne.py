@@ -90,3 +90,20 @@ def test_without_training_mapping_each_sample_trains_its_own_path():
     before = model.backbone.bn1.bns[1].running_mean.clone()
     model(_batch(_styled(8, 0, gen), 0))
     assert torch.equal(model.backbone.bn1.bns[1].running_mean, before)
+
+
+def test_state_dict_round_trip_keeps_domains_features_and_weights(tmp_path):
+    model, gen = _trained(steps=1)
+    x = torch.cat([_styled(3, 0, gen), _styled(3, 1, gen)])
+    with torch.no_grad():
+        feats, weights = model(x), model.last_domain_weights.clone()
+    path = tmp_path / "bne.pth"
+    torch.save(model.state_dict(), path)
+    torch.manual_seed(123)  # a different init, overwritten by the load
+    fresh = build_model(_cfg(), num_classes=4, num_domains=2).eval()
+    fresh.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), feats)
+    torch.testing.assert_close(fresh.last_domain_weights, weights)
+    per_domain = {k for k in fresh.state_dict() if ".bns.1.running_mean" in k}
+    assert per_domain, "the domain-specific statistics must be in the state_dict"
