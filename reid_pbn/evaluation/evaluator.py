@@ -241,6 +241,7 @@ def gather_features(data: dict) -> dict:
         return data
     parts = comm.all_gather_object({k: (v.numpy() if torch.is_tensor(v) else v)
                                     for k, v in data.items()})
+
     def cat(key):
         arrays = [p[key] for p in parts if p[key] is not None and p[key].size]
         return torch.from_numpy(np.concatenate(arrays)) if arrays else None
