@@ -115,6 +115,8 @@ class FeatureExtractor:
                              f"got {type(im).__name__} {getattr(im, 'shape', '')}")
         if im.dtype != np.uint8:
             raise ValueError(f"HWC arrays must be uint8 in [0, 255], got {im.dtype}")
+        if not im.flags.writeable:  # e.g. np.asarray of a PIL image: torch wants a writable one
+            im = im.copy()
         return torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float() / 255.0
 
     @torch.no_grad()
@@ -128,6 +130,8 @@ class FeatureExtractor:
             A float32 tensor (N, D) on the CPU.
         """
         n = images.size(0) if torch.is_tensor(images) else len(images)
+        if n == 0:
+            raise ValueError("No images given")
         out = []
         for start in range(0, n, self.batch_size):
             x = self.preprocess(images[start:start + self.batch_size]).to(self.device)

@@ -13,7 +13,7 @@ import pickle
 import random
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -115,7 +115,7 @@ def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
 
 def load_state_dict_checked(
     model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
-    strict: bool = False,
+    strict: bool = False, ignore: Callable[[str], bool] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Load a state_dict after checking shapes, and log missing / unexpected keys.
 
@@ -124,6 +124,8 @@ def load_state_dict_checked(
         state: the state_dict.
         source: name of the file, for messages.
         strict: raise when keys are missing or unexpected.
+        ignore: keys (of the file and of the model) that are neither loaded nor reported,
+            e.g. the ID classifier when only features are needed.
 
     Returns:
         ``(missing_keys, unexpected_keys)``.
@@ -133,6 +135,9 @@ def load_state_dict_checked(
             strict loading found missing/unexpected keys.
     """
     own = model.state_dict()
+    if ignore is not None:
+        state = {k: v for k, v in state.items() if not ignore(k)}
+        own = {k: v for k, v in own.items() if not ignore(k)}
     mismatched = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in state.items()

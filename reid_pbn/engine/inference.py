@@ -32,10 +32,9 @@ def build_inference_model(cfg, weights: str | None = None, device: str | None = 
     weights = weights or cfg.MODEL.WEIGHTS
     if weights:
         state = extract_state_dict(load_checkpoint_file(weights))
-        state = {k: v for k, v in state.items() if "classifier" not in k}
-        own_cls = {k for k in model.state_dict() if "classifier" in k}
-        missing, _ = load_state_dict_checked(model, state, source=weights)
-        if set(missing) - own_cls:
+        missing, _ = load_state_dict_checked(model, state, source=weights,
+                                             ignore=lambda key: "classifier" in key)
+        if missing:
             logger.warning("The weights do not cover the whole feature extractor; "
                            "features may be meaningless.")
     else:

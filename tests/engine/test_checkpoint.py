@@ -100,3 +100,39 @@ def test_checkpointer_restores_model_optimizer_and_extra(tmp_path):
     assert torch.equal(model.weight, model2.weight)
     state, state2 = opt.state_dict()["state"][0], opt2.state_dict()["state"][0]
     assert torch.equal(state["exp_avg"], state2["exp_avg"])
+
+
+def _small_cfg():
+    from reid_pbn.config import get_cfg
+
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.DEPTH = 18
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def test_inference_model_loads_training_checkpoint_without_classifier(tmp_path, caplog):
+    from reid_pbn.engine.inference import build_inference_model
+    from reid_pbn.modeling import build_model
+
+    cfg = _small_cfg()
+    torch.manual_seed(0)
+    trained = build_model(cfg, num_classes=7).eval()  # 7 training identities
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": trained.state_dict(), "epoch": 3}, path)
+    x = torch.randn(2, 3, 64, 32)
+    with caplog.at_level("WARNING", logger="reid_pbn"):
+        model = build_inference_model(cfg, str(path))
+    # The classifier's shape differs (7 vs 1 class) and is not needed: no error, no warning.
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trained(x))
+
+    # A file that misses part of the feature extractor is reported.
+    state = {k: v for k, v in trained.state_dict().items() if not k.startswith("backbone.layer4")}
+    torch.save(state, tmp_path / "partial.pth")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="reid_pbn"):
+        build_inference_model(cfg, str(tmp_path / "partial.pth"))
+    assert "backbone.layer4" in caplog.text and "meaningless" in caplog.text

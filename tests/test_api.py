@@ -1,0 +1,101 @@
+"""reid_pbn.FeatureExtractor: every input kind gives the same features, batching and flip
+averaging are exact, bad inputs are refused with a message."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from reid_pbn import FeatureExtractor
+from reid_pbn.config import get_cfg
+from reid_pbn.modeling import build_model
+
+SIZE = (32, 16)
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.DEPTH = 18
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.INPUT.SIZE_TEST = SIZE
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=3).eval()
+    return FeatureExtractor(cfg=cfg, model=model, device="cpu", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (SIZE[0], SIZE[1], 3), dtype=np.uint8) for _ in range(5)]
+
+
+def _reference(fe, arrays, flip=False):
+    """The model on the normalized batch, computed here without the extractor's code."""
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(fe.cfg.INPUT.PIXEL_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(fe.cfg.INPUT.PIXEL_STD).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    with torch.no_grad():
+        f = fe.model(x)
+        if flip:
+            f = (f + fe.model(x.flip(3))) / 2
+    return F.normalize(f, dim=1)
+
+
+def test_all_input_kinds_agree_with_reference(extractor, arrays, tmp_path):
+    expected = _reference(extractor, arrays)
+    paths = []
+    for i, a in enumerate(arrays):
+        paths.append(str(tmp_path / f"{i}.png"))  # lossless, so pixels survive the round trip
+        Image.fromarray(a).save(paths[-1])
+    tensor_u8 = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no non-writable-array warning for PIL inputs
+        outputs = {
+            "arrays": extractor(arrays),
+            "pil": extractor([Image.fromarray(a) for a in arrays]),
+            "paths": extractor(paths),
+            "uint8 tensor": extractor(tensor_u8),
+            "float tensor": extractor(tensor_u8.float() / 255),
+        }
+    for kind, feats in outputs.items():
+        assert feats.shape == expected.shape and feats.dtype == torch.float32, kind
+        torch.testing.assert_close(feats, expected, atol=1e-5, rtol=0, msg=kind)
+    torch.testing.assert_close(expected.norm(dim=1), torch.ones(len(arrays)))
+
+
+def test_flip_and_unnormalized_output(extractor, arrays):
+    extractor.flip = True
+    try:
+        torch.testing.assert_close(extractor(arrays), _reference(extractor, arrays, flip=True),
+                                   atol=1e-5, rtol=0)
+    finally:
+        extractor.flip = False
+    extractor.normalize = False
+    try:
+        raw = extractor(arrays)
+    finally:
+        extractor.normalize = True
+    torch.testing.assert_close(F.normalize(raw, dim=1), _reference(extractor, arrays),
+                               atol=1e-5, rtol=0)
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(len(arrays)))
+
+
+def test_other_sizes_are_resized(extractor, arrays):
+    big = [np.repeat(np.repeat(a, 2, axis=0), 2, axis=1) for a in arrays[:2]]
+    assert extractor(big).shape == (2, extractor(arrays[:1]).shape[1])
+
+
+def test_bad_inputs_are_refused(extractor):
+    with pytest.raises(ValueError, match="uint8"):
+        extractor([np.zeros((SIZE[0], SIZE[1], 3), np.float32)])
+    with pytest.raises(ValueError, match="HWC RGB"):
+        extractor([np.zeros((SIZE[0], SIZE[1]), np.uint8)])
+    with pytest.raises(ValueError, match="NCHW"):
+        extractor(torch.zeros(2, 1, *SIZE))
+    with pytest.raises(ValueError, match="No images"):
+        extractor([])
