@@ -362,7 +362,11 @@ def rank_metrics_from_chunks(
         raise ValueError(f"distance blocks cover {expected} queries, expected {len(q_pids)}")
     result = stats.result(max_rank, len(g_pids))
     if result.num_valid == 0:
-        logger.warning("No query has a true match in the gallery; all metrics are 0")
+        logger.warning(
+            "No query has a true match in the gallery (same identity, other camera); all "
+            "metrics are 0. Check that query and gallery come from the same data set and use "
+            "the same identity numbering, and that the gallery is not only same-camera images."
+        )
     elif result.num_without_match:
         logger.info(
             "%d of %d queries have no true match in the gallery and are skipped",

@@ -157,3 +157,14 @@ def test_bad_arguments_raise_clear_errors():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         evaluate(bad, gf, qp, gp, qc, gc)
+
+
+def test_all_queries_absent_from_gallery_reported_not_asserted(caplog):
+    rng = np.random.default_rng(3)
+    q, g = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((6, 8))
+    with caplog.at_level("WARNING", logger="reid_pbn"):
+        r = evaluate(q, g.astype(np.float32), [10, 11, 12, 13], [1, 2, 3, 1, 2, 3],
+                     [0, 0, 0, 0], [1, 1, 1, 1, 1, 1], max_rank=5)
+    assert r["num_queries"] == 4 and r["num_valid_queries"] == 0
+    assert r["num_queries_without_match"] == 4 and r["mAP"] == 0.0
+    assert "No query has a true match" in caplog.text and "same data set" in caplog.text
