@@ -19,6 +19,7 @@ from reid_pbn.engine.inference import build_inference_model
 
 logger = logging.getLogger("reid_pbn")
 
+
 def summary_table(history: dict[str, dict]) -> str:
     """One row per (stage, target) with the main metrics in percent.
 

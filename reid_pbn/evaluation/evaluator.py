@@ -330,10 +330,10 @@ def inference_on_datasets(
             data["camids"][g], **kwargs,
         )
         if data["domain_weights"] is not None:
-            res.update(average_domain_weights(data["domain_weights"], cfg.DATASETS.NAMES))
+            weights = average_domain_weights(data["domain_weights"], cfg.DATASETS.NAMES)
+            res.update(weights)
             logger.info("%s: average BNE domain weights (which source it resembles): %s", name,
-                        ", ".join(f"{k.split(':', 1)[1]} {v:.3f}" for k, v in res.items()
-                                  if k.startswith("domain_weight:")))
+                        ", ".join(f"{k.split(':', 1)[1]} {v:.3f}" for k, v in weights.items()))
         results[name] = res
         logger.info("Evaluation on %s (%d of %d queries with a true match):\n%s", name,
                     res["num_valid_queries"], res["num_queries"],
