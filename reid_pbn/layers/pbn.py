@@ -116,7 +116,7 @@ class _Layout:
         # One host-to-device tensor for all the small tables.
         flat = [v for row in weights for v in row]
         flat += [v for part in cover for v in part] + [1.0] * num + unbias + cell_size
-        packed = torch.tensor(flat, dtype=dtype, device=device)
+        packed = _host_table(flat, dtype, device)
         sizes = [num * nc, num * k_modes * nc, 2 * num, nc]
         weights_t, cover_t, unbias_t, self.cell_size = packed.split(sizes)
         self.unbias = unbias_t.view(2, 1, num)
@@ -126,7 +126,7 @@ class _Layout:
         # Cell row of every map row and cell column of every map column.
         index = [i for i in range(nr) for _ in range(rb[i], rb[i + 1])]
         index += [j for j in range(ncol) for _ in range(cb[j], cb[j + 1])]
-        self.row_index, self.col_index = torch.tensor(index, device=device).split([h, w])
+        self.row_index, self.col_index = _host_table(index, torch.long, device).split([h, w])
         # Small maps (the most layers of a ResNet) pool and spread with one matrix product
         # against the one-hot cell of every position: fewer, cheaper calls there.
         self.cells = None
@@ -157,14 +157,41 @@ class _Layout:
 _ONE_HOT_MAX_AREA = 128
 _LAYOUT_CACHE: OrderedDict = OrderedDict()
 _LAYOUT_LOCK = threading.Lock()
-_LAYOUT_CACHE_SIZE = 256
-_LAYOUT_CACHE_MAX_AREA = 1024  # small maps repeat their few cut combinations; cache those
+# A ResNet-50 draws a few hundred distinct cut combinations at its map sizes; each layout is a
+# few small tables, so caching all maps (not only small ones) costs little and spares the
+# host-to-device copies of the tables on every forward.
+_LAYOUT_CACHE_SIZE = 1024
+
+
+def _host_table(values: list, dtype, device) -> torch.Tensor:
+    """A small table built on the host and sent to ``device`` without a stream sync.
+
+    ``torch.tensor(values, device="cuda")`` copies synchronously; a pinned host tensor is
+    copied asynchronously (the caching host allocator keeps it alive until the copy is done).
+    """
+    table = torch.tensor(values, dtype=dtype)
+    device = torch.device(device)
+    if device.type == "cpu":
+        return table
+    if device.type == "cuda":
+        table = table.pin_memory()
+    return table.to(device, non_blocking=True)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the statistics: float32 for half-precision maps (as BN under autocast)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _no_autocast(device: torch.device):
+    """A region where autocast is off, so the statistics' small matmuls stay in float32."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _layout(n: int, h: int, w: int, splits: list[Split], device, dtype) -> _Layout:
-    """``_Layout``, cached (LRU) for small maps, where building it dominates the cost."""
-    if h * w > _LAYOUT_CACHE_MAX_AREA:
-        return _Layout(n, h, w, splits, device, dtype)
+    """``_Layout``, cached (LRU): building it costs more than using it."""
     key = (n, h, w, tuple(splits), device, dtype)
     with _LAYOUT_LOCK:  # replicas of DataParallel run in threads
         layout = _LAYOUT_CACHE.get(key)
@@ -194,8 +221,8 @@ def _trajectory_coefficients(first: int, num: int, factor: float, cumulative: bo
         t = [[m * (1.0 - m) ** (j - 1 - i) if i < j else 0.0 for j in range(first + 1)]
              for i in range(first)]
     cols = list(range(first)) + [first] * (num - first + 1)
-    d = torch.tensor([d[j] for j in cols], dtype=dtype, device=device)
-    t = torch.tensor([[row[j] for j in cols] for row in t], dtype=dtype, device=device)
+    d = _host_table([d[j] for j in cols], dtype, device)
+    t = _host_table([[row[j] for j in cols] for row in t], dtype, device)
     return d, t
 
 
@@ -269,34 +296,45 @@ class _CoefficientMap:
 _CONSTANTS: dict = {}
 
 
-def _constant(value: float, size: int, like: torch.Tensor) -> torch.Tensor:
-    """A contiguous vector of ``size`` copies of ``value``, a prefix of a kept buffer."""
-    key = (value, like.dtype, like.device)
+def _constant(value: float, size: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """A contiguous vector of ``size`` copies of ``value``, a prefix of a kept buffer (read-only:
+    never pass it where a kernel writes)."""
+    key = (value, dtype, device)
     buf = _CONSTANTS.get(key)
     if buf is None or buf.numel() < size:
-        buf = _CONSTANTS[key] = torch.full((size,), value, dtype=like.dtype, device=like.device)
+        buf = _CONSTANTS[key] = torch.full((size,), value, dtype=dtype, device=device)
     return buf[:size]
 
 
 def _per_channel_sums(g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum g * x, sum g) over all dims but 1, in one fused pass and without temporaries.
 
-    BN's backward in eval mode with zero mean and unit variance computes exactly these sums.
+    BN's backward in eval mode with zero mean and unit variance computes exactly these sums,
+    accumulated in float32 for half-precision ``x``. Both the running and the saved statistics
+    are given: the CPU kernel reads the running ones when ``train=False``, while the CUDA
+    kernel requires the saved ones to be defined (``batch_norm_backward_cuda`` asserts it) and
+    uses them when non-empty. For half-precision ``x`` they are float32 (the mixed-precision
+    form both kernels accept).
     """
-    c = x.shape[1]
-    zeros, ones = _constant(0.0, c, x), _constant(1.0, c, x)
+    c, dtype = x.shape[1], _acc_dtype(x.dtype)
+    zeros, ones = _constant(0.0, c, dtype, x.device), _constant(1.0, c, dtype, x.device)
     _, g_x, g_sum = torch.ops.aten.native_batch_norm_backward(
-        g, x, ones, zeros, ones, None, None, False, 0.0, [False, True, True])
+        g, x, ones, zeros, ones, zeros, ones, False, 0.0, [False, True, True])
     return g_x, g_sum
 
 
 def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and biased variance over all dims but 1 (Welford, no temporaries)."""
-    if hasattr(torch, "batch_norm_update_stats"):
-        return torch.batch_norm_update_stats(x, None, None, 0.0)
-    dims = [0, *range(2, x.dim())]
-    var, mean = torch.var_mean(x, dim=dims, correction=0)
-    return mean, var
+    """Mean and biased variance over all dims but 1 (Welford, no temporaries), in float32 for
+    half-precision ``x``.
+
+    Given float32 running statistics, ``batch_norm_update_stats`` runs its mixed-precision form
+    and returns float32 statistics (without them the CPU kernel returns the input's dtype). The
+    scratch buffers take a zero-momentum update, so their values are never read.
+    """
+    k, dtype = x.shape[1], _acc_dtype(x.dtype)
+    scratch = (None, None) if dtype == x.dtype else (
+        x.new_zeros(k, dtype=dtype), x.new_ones(k, dtype=dtype))
+    return torch.batch_norm_update_stats(x, *scratch, 0.0)
 
 
 @contextlib.contextmanager
@@ -395,10 +433,15 @@ class _PatchNormFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, scale, shift = ctx.saved_tensors
+        with _no_autocast(x.device):
+            return _PatchNormFunction._backward(ctx, grad.to(x.dtype).contiguous(), x, scale,
+                                                shift)
+
+    @staticmethod
+    def _backward(ctx, grad, x, scale, shift):
         layout = ctx.layout
         n, c, h, w = x.shape
         single = layout.num_cells == 1
-        grad = grad.contiguous()
         if single:
             sums = _per_channel_sums(grad, x)
         else:
@@ -422,10 +465,11 @@ class _PatchNormFunction(torch.autograd.Function):
                     2, c, -1)
         d_x = None
         if ctx.needs_input_grad[0]:
-            d_x = torch.empty_like(x)
-            d3 = d_x.view(n, c, h * w)
-            torch.addcmul(offset, x.view(n, c, h * w), slope, out=d3)
+            # In the statistics' dtype: the two terms may cancel, so a half-precision map is
+            # rounded once, at the end (a transient float32 map, not a saved one).
+            d3 = torch.addcmul(offset, x.view(n, c, h * w), slope)
             d3.addcmul_(grad.view(n, c, h * w), scale)
+            d_x = d3.view_as(x).to(x.dtype)
         return (d_x, d_w if ctx.has_weight else None, d_b if ctx.has_bias else None, None, None,
                 None)
 
@@ -632,10 +676,15 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
         if not synced and n * h * w < 2:
             raise ValueError(
                 f"Expected more than 1 value per channel when training, got input size {x.shape}")
-        in_dtype = x.dtype
-        if in_dtype not in (torch.float32, torch.float64):
-            x = x.float()
         x = x.contiguous()
+        with _no_autocast(x.device):
+            return self._train_forward(x, synced)
+
+    def _train_forward(self, x: torch.Tensor, synced: bool) -> torch.Tensor:
+        """The training forward, run with autocast off: statistics, coefficients and their
+        gradients in float32 (or float64 for a float64 map), the map itself in its own dtype."""
+        n, c, h, w = x.shape
+        dtype = _acc_dtype(x.dtype)
         if not synced:
             total, sync = n, None
             splits, uniforms = self._draw(n, h, w, c)
@@ -648,18 +697,17 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
                     f"Synchronized PBN needs at least one sample on every process and more than "
                     f"1 value per channel in all; got batch sizes {counts} of {h} x {w} maps")
             splits = self._splits(scalars, total, h, w)
-        layout = _layout(total, h, w, splits, x.device, x.dtype)
+        layout = _layout(total, h, w, splits, x.device, dtype)
         self.last_splits = splits
         if uniforms.device != x.device:
             uniforms = uniforms.to(x.device, non_blocking=True)
-        coef_map = self._coefficient_map(layout, uniforms, c, x.dtype)
+        coef_map = self._coefficient_map(layout, uniforms, c, dtype)
         weight, bias = self.weight, self.bias
-        if weight is not None and weight.dtype != x.dtype:
-            weight = weight.to(x.dtype)
-        if bias is not None and bias.dtype != x.dtype:
-            bias = bias.to(x.dtype)
-        y = _PatchNormFunction.apply(x, weight, bias, layout, coef_map, sync)
-        return y if in_dtype == x.dtype else y.to(in_dtype)
+        if weight is not None and weight.dtype != dtype:
+            weight = weight.to(dtype)
+        if bias is not None and bias.dtype != dtype:
+            bias = bias.to(dtype)
+        return _PatchNormFunction.apply(x, weight, bias, layout, coef_map, sync)
 
     def _coefficient_map(self, layout: _Layout, uniforms: torch.Tensor, c: int,
                          dtype) -> _CoefficientMap:
