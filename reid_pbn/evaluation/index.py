@@ -13,6 +13,7 @@ agrees with the metadata (dimension, count) before using it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -44,23 +45,53 @@ def _num_gpus() -> int:
     return int(get()) if get is not None else 0
 
 
-def _to_gpus(index: faiss.Index, float16_tables: bool = False) -> faiss.Index:
-    """Clones a CPU index onto all GPUs, sharding the vectors between them.
+#: FAISS's GPU k-selection handles at most this many neighbours; larger k search on the CPU.
+GPU_MAX_K = 2048
+
+
+def _local_gpu() -> int:
+    """This process's GPU: the current CUDA device (each DDP rank has set its own)."""
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
+
+
+@functools.cache
+def _gpu_resources(device: int) -> faiss.StandardGpuResources:
+    """One ``StandardGpuResources`` per process and GPU, made once and reused.
+
+    Each one reserves scratch memory on its GPU; making a new one per search (and on every
+    GPU, including those other ranks' PyTorch allocators hold) wastes that memory and time.
+    """
+    return faiss.StandardGpuResources()
+
+
+def _to_gpu(index: faiss.Index, float16_tables: bool = False) -> faiss.Index:
+    """Clones a CPU index onto this process's GPU, with its cached resources.
 
     Args:
         index: the CPU index.
         float16_tables: half-precision lookup tables (IVF-PQ with many sub-quantizers needs
             them on GPU).
     """
-    co = faiss.GpuMultipleClonerOptions()
-    co.shard = True
+    device = _local_gpu()
+    co = faiss.GpuClonerOptions()
     co.useFloat16 = float16_tables
-    return faiss.index_cpu_to_all_gpus(index, co=co)
+    return faiss.index_cpu_to_gpu(_gpu_resources(device), device, index, co)
+
+
+def _use_gpu_for(k: int, use_gpu: bool) -> bool:
+    """Whether a search for ``k`` neighbours runs on the GPU (logged when k forces the CPU)."""
+    if not use_gpu or _num_gpus() == 0:
+        return False
+    if k > GPU_MAX_K:
+        logger.info("k=%d exceeds FAISS's GPU limit of %d; searching on the CPU", k, GPU_MAX_K)
+        return False
+    return True
 
 
 def _as_float32(x, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        # numpy has no bfloat16: convert on the tensor's side first.
+        x = x.detach().to(torch.float32).cpu().numpy()
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (N, D), got shape {arr.shape}")
@@ -70,7 +101,7 @@ def _as_float32(x, name: str) -> np.ndarray:
 def exact_knn(
     base: np.ndarray, queries: np.ndarray, k: int, metric: str = "l2", use_gpu: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k-nearest neighbours with a FAISS flat index (sharded over GPUs when available).
+    """Exact k-nearest neighbours with a FAISS flat index (on this process's GPU when available).
 
     Args:
         base: (N, D) float32 vectors to search in.
@@ -91,8 +122,8 @@ def exact_knn(
         raise ValueError(f"k must be in [1, {base.shape[0]}], got {k}")
     index = faiss.IndexFlatL2(base.shape[1]) if metric == "l2" else faiss.IndexFlatIP(base.shape[1])
     index.add(base)
-    if use_gpu and _num_gpus() > 0:
-        index = _to_gpus(index)  # clone after adding: the shards split the stored vectors
+    if _use_gpu_for(k, use_gpu):
+        index = _to_gpu(index)
     values, indices = index.search(queries, k)
     return values, indices.astype(np.int64, copy=False)
 
@@ -115,8 +146,9 @@ class ReIDIndex:
     Index types: ``"Flat"`` (exact), ``"IVFFlat"`` and ``"IVFPQ"`` (inverted lists, need
     :meth:`train`; the first :meth:`add` trains on its vectors when not trained yet) and
     ``"HNSW"`` (graph, CPU only). Training, adds and saving work on a CPU index; with
-    ``use_gpu`` and ``faiss.get_num_gpus() > 0`` searches run on a clone of it sharded over all
-    GPUs (``index_cpu_to_all_gpus``; made again after an ``add``), otherwise on the CPU index.
+    ``use_gpu`` and ``faiss.get_num_gpus() > 0`` searches run on a clone of it on this process's
+    current CUDA device (with one cached ``StandardGpuResources``; made again
+    after an ``add``) for ``k <= GPU_MAX_K``, otherwise on the CPU index.
 
     Args:
         dim: feature dimension.
@@ -128,7 +160,7 @@ class ReIDIndex:
         pq_nbits: bits per sub-quantizer code.
         hnsw_m: neighbours per HNSW node.
         ef_search: HNSW search beam width (raised to ``k`` when smaller).
-        use_gpu: shard over GPUs when FAISS sees any.
+        use_gpu: search on the GPU when FAISS sees one.
     """
 
     def __init__(
@@ -231,12 +263,11 @@ class ReIDIndex:
         """Whether searches run on GPUs (``use_gpu``, GPUs visible to FAISS, not HNSW)."""
         return self.use_gpu and self.index_type != "HNSW" and _num_gpus() > 0
 
-    def _search_index(self) -> faiss.Index:
-        if not self.on_gpu:
+    def _search_index(self, k: int) -> faiss.Index:
+        if not (self.on_gpu and _use_gpu_for(k, True)):
             return self._index
         if self._gpu_index is None:
-            # Cloning a trained, filled CPU index gives every shard the same coarse quantizer.
-            self._gpu_index = _to_gpus(self._index, float16_tables=self.index_type == "IVFPQ")
+            self._gpu_index = _to_gpu(self._index, float16_tables=self.index_type == "IVFPQ")
         return self._gpu_index
 
     def _prepare(self, feats, name: str) -> np.ndarray:
@@ -353,7 +384,7 @@ class ReIDIndex:
         k = min(k, self.count)
         if self.index_type == "HNSW":
             self._index.hnsw.efSearch = max(self.ef_search, k)
-        dist, idx = self._search_index().search(x, k)
+        dist, idx = self._search_index(k).search(x, k)
         dist = dist.astype(np.float32, copy=False)
         missing = idx < 0
         if self.metric == "cosine":
@@ -405,7 +436,7 @@ class ReIDIndex:
 
         Args:
             directory: the folder given to :meth:`save`.
-            use_gpu: shard over GPUs when FAISS sees any.
+            use_gpu: search on the GPU when FAISS sees one.
 
         Returns:
             The index, with its metadata.

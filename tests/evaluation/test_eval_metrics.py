@@ -168,3 +168,13 @@ def test_all_queries_absent_from_gallery_reported_not_asserted(caplog):
     assert r["num_queries"] == 4 and r["num_valid_queries"] == 0
     assert r["num_queries_without_match"] == 4 and r["mAP"] == 0.0
     assert "No query has a true match" in caplog.text and "same data set" in caplog.text
+
+
+@pytest.mark.parametrize("rerank", [None, {"k1": 6, "k2": 2, "lambda": 0.3}])
+def test_bfloat16_features_evaluate_like_their_float32_values(rerank):
+    """AMP inference gives bf16 features: evaluation takes them (numpy has no bf16)."""
+    qf, gf, qp, gp, qc, gc = _data(3)
+    q16, g16 = torch.from_numpy(qf).bfloat16(), torch.from_numpy(gf).bfloat16()
+    a = evaluate(q16, g16, qp, gp, qc, gc, rerank=rerank)
+    b = evaluate(q16.float(), g16.float(), qp, gp, qc, gc, rerank=rerank)
+    assert a["mAP"] == b["mAP"] and np.array_equal(a["cmc"], b["cmc"])

@@ -146,12 +146,12 @@ def test_gpu_search_path_with_a_stand_in_clone(monkeypatch, data):
     gallery, pids, queries = data
     clones = []
 
-    def fake_to_gpus(index, float16_tables=False):
+    def fake_to_gpu(index, float16_tables=False):
         clones.append(float16_tables)
         return faiss.clone_index(index)
 
     monkeypatch.setattr(index_mod, "_num_gpus", lambda: 1)
-    monkeypatch.setattr(index_mod, "_to_gpus", fake_to_gpus)
+    monkeypatch.setattr(index_mod, "_to_gpu", fake_to_gpu)
     index = ReIDIndex(32, "IVFPQ", nlist=16, nprobe=8, pq_m=8, use_gpu=True)
     index.add(gallery[:1000], pids=pids[:1000])
     first = index.search(queries, 5)
@@ -167,3 +167,58 @@ def test_gpu_search_path_with_a_stand_in_clone(monkeypatch, data):
     hnsw.add(gallery[:100])
     hnsw.search(queries, 3)
     assert not hnsw.on_gpu and len(clones) == 2
+
+
+def test_gpu_k_limit_falls_back_to_cpu(monkeypatch, data):
+    """FAISS GPU search takes k <= 2048: larger k searches the CPU index, same results."""
+    import reid_pbn.evaluation.index as index_mod
+
+    gallery, pids, queries = data
+    clones = []
+
+    def fake_to_gpu(index, float16_tables=False):
+        clones.append(index)
+        return faiss.clone_index(index)
+
+    monkeypatch.setattr(index_mod, "_num_gpus", lambda: 1)
+    monkeypatch.setattr(index_mod, "_to_gpu", fake_to_gpu)
+    monkeypatch.setattr(index_mod, "GPU_MAX_K", 8)
+    index = ReIDIndex(32, "Flat", use_gpu=True)
+    index.add(gallery[:200])
+    index.search(queries, 8)
+    assert len(clones) == 1
+    wide = index.search(queries, 9)
+    assert len(clones) == 1  # k above the limit did not use (or make) the GPU clone
+    cpu = ReIDIndex(32, "Flat", use_gpu=False)
+    cpu.add(gallery[:200])
+    np.testing.assert_array_equal(cpu.search(queries, 9)[1], wide[1])
+    _, idx = index_mod.exact_knn(gallery[:200], queries, 9, use_gpu=True)
+    assert len(clones) == 1
+    np.testing.assert_array_equal(idx, index_mod.exact_knn(gallery[:200], queries, 9,
+                                                           use_gpu=False)[1])
+
+
+def test_gpu_resources_made_once_per_device(monkeypatch):
+    import reid_pbn.evaluation.index as index_mod
+
+    made = []
+    monkeypatch.setattr(index_mod.faiss, "StandardGpuResources", lambda: made.append(1) or object())
+    index_mod._gpu_resources.cache_clear()
+    try:
+        first = index_mod._gpu_resources(0)
+        assert index_mod._gpu_resources(0) is first and len(made) == 1
+        index_mod._gpu_resources(1)
+        assert len(made) == 2
+    finally:
+        index_mod._gpu_resources.cache_clear()
+
+
+def test_bfloat16_features_index_and_search(data):
+    gallery, pids, queries = data
+    g16 = torch.from_numpy(gallery[:300]).bfloat16()
+    q16 = torch.from_numpy(queries).bfloat16()
+    index = ReIDIndex(32, "Flat", use_gpu=False)
+    index.add(g16, pids=pids[:300])
+    ref = ReIDIndex(32, "Flat", use_gpu=False)
+    ref.add(g16.float(), pids=pids[:300])
+    np.testing.assert_array_equal(index.search(q16, 5)[1], ref.search(q16.float(), 5)[1])
