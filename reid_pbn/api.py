@@ -80,7 +80,7 @@ class FeatureExtractor:
                 (uint8 in [0, 255] or float in [0, 1]).
 
         Returns:
-            The batch on the CPU.
+            The batch, on the CPU for decoded images, on the input's device for a tensor.
         """
         if torch.is_tensor(images):
             if images.dim() != 4 or images.size(1) != 3:
@@ -92,7 +92,8 @@ class FeatureExtractor:
             if not len(images):
                 raise ValueError("No images given")
             x = torch.stack([self._resized(self._to_tensor(im)) for im in images])
-        return (self._resized(x) - self.mean) / self.std
+        # On the input's device: an NCHW tensor may already be on the GPU.
+        return (self._resized(x) - self.mean.to(x.device)) / self.std.to(x.device)
 
     def _resized(self, x: torch.Tensor) -> torch.Tensor:
         # Images of different sizes are resized one by one before they are stacked.

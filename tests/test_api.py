@@ -99,3 +99,11 @@ def test_bad_inputs_are_refused(extractor):
         extractor(torch.zeros(2, 1, *SIZE))
     with pytest.raises(ValueError, match="No images"):
         extractor([])
+
+
+def test_tensor_input_is_normalized_on_its_own_device(extractor):
+    """An NCHW tensor already on an accelerator is normalized there (the mean and std follow
+    it). The meta device stands in for CUDA: it checks devices without computing."""
+    x = torch.empty(2, 3, *SIZE, device="meta")
+    out = extractor.preprocess(x)
+    assert out.device.type == "meta" and tuple(out.shape) == (2, 3, *SIZE)

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-normalize", action="store_true",
                         help="Keep raw features instead of L2-normalizing them.")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]'.")
+    parser.add_argument("--num-workers", type=int, default=4, metavar="N",
+                        help="Processes that decode images ahead of the model, so that the "
+                        "GPU does not wait for JPEG decoding (0: decode in this process).")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="Config overrides as full-key/value pairs.")
     return parser
@@ -80,6 +83,23 @@ def _dataset_items(cfg, name: str, split: str) -> list[tuple]:
     return items
 
 
+class _DecodedImages:
+    """Images as HWC uint8 arrays, decoded in DataLoader workers (a map-style data set)."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import numpy as np
+
+        from reid_pbn.data import read_image
+
+        return np.asarray(read_image(self.paths[i]).convert("RGB"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import numpy as np
@@ -103,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                                  batch_size=args.batch_size, flip=args.flip,
                                  normalize=not args.no_normalize)
     paths = [str(it[0]) for it in items]
-    feats = []
-    for start in tqdm(range(0, len(paths), args.batch_size), desc="extracting features",
-                      unit="batch", dynamic_ncols=True):
-        feats.append(extractor(paths[start:start + args.batch_size]))
+    loader = torch.utils.data.DataLoader(
+        _DecodedImages(paths), batch_size=args.batch_size, num_workers=max(args.num_workers, 0),
+        collate_fn=list)
+    feats = [extractor(batch) for batch in tqdm(loader, desc="extracting features",
+                                                 unit="batch", dynamic_ncols=True)]
     features = torch.cat(feats).numpy().astype(np.float32)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -275,6 +275,10 @@ _C.SOLVER.CHECKPOINT_PERIOD = 20
 _C.SOLVER.AMP = False
 # Clip the global gradient norm to this value (0 disables clipping).
 _C.SOLVER.CLIP_GRAD_NORM = 0.0
+# DDP: search each step for parameters that got no gradient (costs a graph traversal). Turned on
+# automatically with FREEZE_ITERS > 0 or NORM "DSBN"; set True for custom models that skip
+# parameters in some steps.
+_C.SOLVER.DDP_FIND_UNUSED_PARAMETERS = False
 # Log training metrics every this many iterations.
 _C.SOLVER.LOG_PERIOD = 20
 # Random seed (torch, numpy, Python, samplers); negative picks one from the clock.

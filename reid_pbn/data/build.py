@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..config import parse_kwargs
 from .common import ReIDImageDataset, collate_batch
-from .datasets import DATASET_REGISTRY, build_dataset
+from .datasets import build_dataset, parse_dataset_name
 from .datasets.bases import DatasetFormatError, EmptySplitError, ReIDDataset
 from .datasets.synthetic import SyntheticDomain
 from .samplers import (
@@ -47,30 +47,37 @@ def dataset_kwargs_from_cfg(cfg, name: str) -> dict[str, Any]:
     entries are ``"key=value"`` (given to every data set whose constructor takes ``key``) or
     ``"Name.key=value"`` (given to data set ``Name`` only, e.g. ``"GRID.split_id=3"``).
 
+    A name with an ``@value`` suffix (``"SyntheticLocal@0.33"``) gets the options of its
+    registered data set (``SyntheticLocal``); ``Name.key`` entries may use either name, and
+    the suffix's option is left to the name (it is not taken from ``DATASETS.KWARGS``).
+
     Args:
         cfg: the config.
-        name: registry name of the data set.
+        name: registry name of the data set, optionally with an ``@value`` suffix.
 
     Returns:
         Keyword arguments for :func:`~reid_pbn.data.build_dataset`.
 
     Raises:
-        ValueError: a ``Name.key`` entry names an option that data set does not take.
+        ValueError: unknown data set, an invalid ``@value`` suffix, or a ``Name.key`` entry
+            that names an option the data set does not take.
     """
-    cls = DATASET_REGISTRY.get(name)
+    base, cls, named = parse_dataset_name(name)
     kwargs: dict[str, Any] = {
         "verify_images": bool(cfg.DATASETS.VERIFY_IMAGES),
         "strict": bool(cfg.DATASETS.STRICT),
     }
-    if cls is not None and issubclass(cls, SyntheticDomain):
+    if issubclass(cls, SyntheticDomain):
         syn = cfg.DATASETS.SYNTHETIC
         kwargs.update(num_ids=int(syn.NUM_IDS), num_cams=int(syn.NUM_CAMS),
                       imgs_per_cam=int(syn.IMGS_PER_CAM), size=tuple(syn.SIZE),
                       seed=int(syn.SEED))
-    accepted = set(inspect.signature(cls.__init__).parameters) if cls is not None else set()
+    accepted = set(inspect.signature(cls.__init__).parameters)
     for key, value in parse_kwargs(cfg.DATASETS.KWARGS).items():
         target, _, option = key.rpartition(".")
-        if target and target != name:
+        if target and target not in (name, base):
+            continue
+        if option in named:
             continue
         if option in accepted:
             kwargs[option] = value
@@ -147,6 +154,10 @@ def _resolve_seed(seed: int) -> int:
     # shards would overlap.
     t = torch.tensor([int(time.time() * 1000) % (2**31)], dtype=torch.int64)
     if dist.is_available() and dist.is_initialized():
+        # NCCL only moves GPU tensors.
+        device = (torch.device("cuda", torch.cuda.current_device())
+                  if dist.get_backend() == "nccl" else torch.device("cpu"))
+        t = t.to(device)
         dist.broadcast(t, src=0)
     logger.info("SOLVER.SEED < 0: data sampling uses seed %d", int(t))
     return int(t)

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import comm
+
 logger = logging.getLogger("reid_pbn")
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
@@ -188,7 +190,8 @@ def load_model_weights(model: nn.Module, path: str) -> tuple[list[str], list[str
 
 
 def get_rng_states() -> dict:
-    """RNG states of torch (CPU and CUDA), numpy and Python, as weights-only-safe values."""
+    """This process's RNG states (torch CPU, its own CUDA device, numpy, Python), as
+    weights-only-safe values."""
     np_state = np.random.get_state()
     states = {
         "torch": torch.get_rng_state(),
@@ -196,21 +199,44 @@ def get_rng_states() -> dict:
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "python": _to_lists(random.getstate()),
     }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        # Only this process's device: under DDP each rank drives one GPU, and a run may be
+        # resumed on a machine with a different number of GPUs.
+        states["cuda"] = torch.cuda.get_rng_state()
     return states
 
 
 def set_rng_states(states: Mapping) -> None:
-    """Restore what :func:`get_rng_states` returned."""
+    """Restore what :func:`get_rng_states` returned (on this process's CUDA device)."""
     torch.set_rng_state(states["torch"])
     n = states["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
                          n["has_gauss"], n["cached_gaussian"]))
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    cuda = states.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # older checkpoints: every visible GPU's state
+            index = torch.cuda.current_device()
+            cuda = cuda[index] if index < len(cuda) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
+
+
+def _restore_rng(data: Mapping) -> None:
+    """Give this rank its own saved RNG states; a rank the saving run did not have keeps the
+    seed it started with (logged: that rank's random stream then differs from a continuous
+    run)."""
+    per_rank = data.get("rng_per_rank")
+    rank = comm.get_rank()
+    if per_rank is None:  # older checkpoints kept rank 0's states only
+        per_rank = [data["rng"]] if "rng" in data else []
+    if rank < len(per_rank):
+        set_rng_states(per_rank[rank])
+    elif per_rank:
+        logger.warning("The checkpoint holds RNG states of %d rank(s); rank %d keeps its own "
+                       "seed, so its random draws differ from an uninterrupted run.",
+                       len(per_rank), rank)
 
 
 def _to_lists(x):
@@ -247,9 +273,14 @@ class Checkpointer:
         Returns:
             The path written (None on ranks that do not write).
         """
+        # Collective steps first: every rank calls save. The running statistics are averaged so
+        # that the file holds the network every rank evaluates, and every rank's RNG states are
+        # kept so that a resumed run continues each rank's own random streams.
+        comm.average_buffers(self.model)
+        rng = comm.all_gather_object(get_rng_states())
         if not self.save_to_disk:
             return None
-        data = {"model": self.model.state_dict(), "rng": get_rng_states(), **extra}
+        data = {"model": self.model.state_dict(), "rng": rng[0], "rng_per_rank": rng, **extra}
         for k, obj in self.objects.items():
             if obj is not None:
                 data[k] = obj.state_dict()
@@ -285,7 +316,6 @@ class Checkpointer:
             for k, obj in self.objects.items():
                 if obj is not None and k in data:
                     obj.load_state_dict(data[k])
-            if "rng" in data:
-                set_rng_states(data["rng"])
-        skip = {"model", "rng", *self.objects}
+            _restore_rng(data)
+        skip = {"model", "rng", "rng_per_rank", *self.objects}
         return {k: v for k, v in data.items() if k not in skip}

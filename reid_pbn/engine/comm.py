@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 
@@ -35,7 +37,9 @@ def synchronize() -> None:
 def all_gather_object(obj) -> list:
     """Gather a picklable object from every rank (in rank order).
 
-    Only used between processes of one job (never on data read from disk).
+    Only used between processes of one job (never on data read from disk). Under NCCL the
+    objects travel through a gloo group, in host memory: NCCL would stage every rank's pickled
+    bytes in GPU memory (features of a whole test set, on every GPU).
 
     Args:
         obj: the local object.
@@ -46,14 +50,68 @@ def all_gather_object(obj) -> list:
     if not is_dist() or get_world_size() == 1:
         return [obj]
     out = [None] * get_world_size()
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=_host_group())
     return out
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Average a tensor over ranks (returns the tensor itself outside DDP)."""
+@functools.cache
+def _host_group():
+    """A gloo group over all ranks for host-memory collectives (the default group itself when
+    it already is gloo). Made on first use, which every rank reaches in the same order."""
+    if dist.get_backend() == "gloo":
+        return None
+    return dist.new_group(backend="gloo")
+
+
+def collective_device() -> torch.device:
+    """Where tensors for the default group's collectives must live (NCCL: this rank's GPU)."""
+    if is_dist() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_true(flag: bool | torch.Tensor) -> bool:
+    """Whether ``flag`` holds on every rank (one all-reduce under DDP).
+
+    A condition that stops training (a non-finite loss) must be agreed on by all ranks: a
+    rank that raises alone leaves the others waiting in their next collective forever.
+
+    Args:
+        flag: this rank's condition (a bool or a one-element tensor on any device).
+
+    Returns:
+        The logical AND over ranks (``flag`` itself outside DDP).
+    """
     if not is_dist() or get_world_size() == 1:
-        return t
-    t = t.clone()
-    dist.all_reduce(t)
-    return t / get_world_size()
+        return bool(flag)
+    t = torch.as_tensor(flag).detach().to(collective_device(), torch.int32).reshape(1)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def average_buffers(module: torch.nn.Module) -> None:
+    """Average the floating-point buffers (BN / PBN running statistics) over ranks, in place.
+
+    DDP runs with ``broadcast_buffers=False``, so each rank's running statistics follow its
+    own batches. Before evaluating (every rank extracts a shard of the test set) and before
+    saving, all ranks must hold the same network: the average is the statistics' estimate over
+    every rank's data. Integer buffers (``num_batches_tracked``) are equal on all ranks already.
+    No-op outside DDP.
+
+    Args:
+        module: the model (unwrapped from DDP).
+    """
+    if not is_dist() or get_world_size() == 1:
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    device = collective_device()
+    flat = torch.cat([b.detach().reshape(-1).to(device, torch.float64) for b in buffers])
+    dist.all_reduce(flat)
+    flat /= get_world_size()
+    offset = 0
+    with torch.no_grad():
+        for b in buffers:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()

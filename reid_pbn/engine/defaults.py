@@ -165,8 +165,14 @@ def resolve_device(spec: str) -> torch.device:
     """
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda" and comm.is_dist():
-        spec = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    if spec.startswith("cuda") and comm.is_dist():
+        # Under torchrun each process drives the GPU of its local rank; an explicit index
+        # would put every rank on one GPU.
+        local = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        if spec not in ("cuda", local):
+            logger.warning("MODEL.DEVICE %s ignored under DDP: this rank uses %s (its local "
+                           "rank); choose GPUs with CUDA_VISIBLE_DEVICES", spec, local)
+        spec = local
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(
             f"MODEL.DEVICE is '{spec}' but CUDA is not available; use 'auto' or 'cpu'."

@@ -51,11 +51,16 @@ def relaunch_with_torchrun(num_procs: int, num_machines: int = 1, machine_rank: 
     return subprocess.call(cmd)
 
 
-def init_distributed() -> None:
-    """Initialize the process group inside torchrun (NCCL on GPUs, gloo on CPU)."""
+def init_distributed(device: str = "auto") -> None:
+    """Initialize the process group inside torchrun: NCCL when the run uses GPUs, else gloo.
+
+    Args:
+        device: the run's ``MODEL.DEVICE``; "cpu" selects gloo even where CUDA exists (NCCL
+            refuses CPU tensors).
+    """
     if not in_torchrun() or dist.is_initialized():
         return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = "nccl" if torch.cuda.is_available() and not device.startswith("cpu") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
@@ -75,8 +80,8 @@ def launch(main_func, args) -> int:
     if args.num_gpus * args.num_machines > 1 and not in_torchrun():
         return relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank,
                                       args.dist_url)
-    init_distributed()
     try:
+        init_distributed(_requested_device(args))
         main_func(args)
     except user_errors() as e:
         # What the user can fix (a config value, a data set, a weight file, a diverged run):
@@ -88,6 +93,16 @@ def launch(main_func, args) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def _requested_device(args) -> str:
+    """``MODEL.DEVICE`` of the tool's config and overrides ("auto" when it has none)."""
+    if not in_torchrun():
+        return "auto"
+    from .defaults import setup_cfg
+
+    cfg = setup_cfg(getattr(args, "config_file", "") or "", list(getattr(args, "opts", []) or []))
+    return str(cfg.MODEL.DEVICE)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

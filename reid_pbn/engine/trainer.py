@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..config import ConfigError
+from ..layers import DSBN2d
 from . import comm, hooks
 from .checkpoint import Checkpointer, load_model_weights
 from .defaults import resolve_device
@@ -140,10 +142,13 @@ class SimpleTrainer(TrainerBase):
         with ctx:
             loss_dict = self.model(batch)
         losses = sum(loss_dict.values())
-        if not torch.isfinite(losses):
+        # Agreed on by every rank, so that all of them stop (not one raising while the others
+        # wait in the next collective).
+        if not comm.all_true(torch.isfinite(losses.detach())):
             values = {k: float(v.detach()) for k, v in loss_dict.items()}
             raise FloatingPointError(
-                f"Loss became non-finite at iteration {self.iter + 1} ({values}). Training "
+                f"Loss became non-finite at iteration {self.iter + 1} (this rank: {values}). "
+                "Training "
                 "stopped; the last good checkpoint is kept. Lower SOLVER.BASE_LR, enable "
                 "SOLVER.CLIP_GRAD_NORM or disable SOLVER.AMP, then resume with --resume."
             )
@@ -213,9 +218,13 @@ class DefaultTrainer(SimpleTrainer):
             load_model_weights(model, cfg.MODEL.WEIGHTS)
         optimizer = build_optimizer(cfg, model)
         if comm.get_world_size() > 1:
+            check_sync_norms_route_alike(model)
+            # Buffers stay per rank during training (each rank's statistics follow its own
+            # batches); they are averaged before every evaluation and checkpoint.
             model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=False, find_unused_parameters=True)
+                broadcast_buffers=False,
+                find_unused_parameters=needs_unused_parameter_search(cfg))
         super().__init__(model, loader, optimizer, device, amp=cfg.SOLVER.AMP,
                          clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM)
         self.cfg = cfg
@@ -270,6 +279,7 @@ class DefaultTrainer(SimpleTrainer):
         from ..evaluation import inference_on_datasets
 
         model = self.unwrapped
+        comm.average_buffers(model)  # every rank extracts its shard with the same network
         was_training = model.training
         results = inference_on_datasets(self.cfg, model, list(self.cfg.DATASETS.TESTS),
                                         output_dir=os.path.join(self.cfg.OUTPUT_DIR, "eval"))
@@ -284,14 +294,67 @@ class DefaultTrainer(SimpleTrainer):
         else:
             self.train(start, self.cfg.SOLVER.MAX_EPOCH)
         # Every rank logs this, so DDP runs can be checked for identical replicas.
-        logger.info("rank %d final weights checksum: %s", comm.get_rank(),
-                    weights_checksum(self.unwrapped))
+        comm.average_buffers(self.unwrapped)
+        logger.info("rank %d final weights checksum: %s, buffers checksum: %s", comm.get_rank(),
+                    weights_checksum(self.unwrapped), buffers_checksum(self.unwrapped))
         return dict(self.eval_hook.history)
 
 
 def weights_checksum(model: torch.nn.Module) -> str:
     """SHA-256 (first 16 hex digits) of all parameters' bytes, in name order."""
+    return _checksum(model.named_parameters())
+
+
+def buffers_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of all buffers' bytes (running statistics), in name order."""
+    return _checksum(model.named_buffers())
+
+
+def _checksum(named_tensors) -> str:
     h = hashlib.sha256()
-    for _, p in sorted(model.named_parameters()):
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    for _, t in sorted(named_tensors, key=lambda kv: kv[0]):
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def needs_unused_parameter_search(cfg) -> bool:
+    """Whether DDP must look for parameters without a gradient in a step.
+
+    That search costs a traversal of the autograd graph every step, so it is on only where
+    parameters can miss a gradient: ``SOLVER.DDP_FIND_UNUSED_PARAMETERS``, a backbone frozen
+    for the first iterations, or DSBN (a domain absent from a batch leaves its per-domain
+    parameters unused).
+
+    Args:
+        cfg: the config.
+
+    Returns:
+        The flag for ``DistributedDataParallel(find_unused_parameters=...)``.
+    """
+    return bool(cfg.SOLVER.DDP_FIND_UNUSED_PARAMETERS or cfg.SOLVER.FREEZE_ITERS > 0
+                or cfg.MODEL.BACKBONE.NORM == "DSBN")
+
+
+def check_sync_norms_route_alike(model: torch.nn.Module) -> None:
+    """Refuse synchronized norms inside DSBN under DDP.
+
+    DSBN routes each sample to its domain's norm, so with mixed-domain batches the ranks call
+    different domains' norms; synchronized norms there would enter different collectives
+    on different ranks and hang.
+
+    Args:
+        model: the model before DDP wrapping.
+
+    Raises:
+        ConfigError: a DSBN layer holds SyncBN or PBN with ``sync``.
+    """
+    for name, m in model.named_modules():
+        if not isinstance(m, DSBN2d):
+            continue
+        for inner in m.bns:
+            if isinstance(inner, torch.nn.SyncBatchNorm) or getattr(inner, "sync", False):
+                raise ConfigError(
+                    f"{name}: DSBN with a synchronized inner norm ({type(inner).__name__}) "
+                    "cannot run under DDP: ranks route samples of different domains to "
+                    "different norms and their collectives would deadlock. Use "
+                    "MODEL.BACKBONE.DSBN.INNER BN (or PBN with MODEL.BACKBONE.PBN.SYNC False).")

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from reid_pbn import FeatureExtractor
+
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("cross_eval.py", "extract_features.py", "visualize_results.py")
 TINY = [
@@ -59,6 +61,9 @@ def test_cross_eval_and_extract_features_end_to_end(tmp_path):
     meta = json.loads((feats_dir / "metadata.json").read_text())
     assert feats.dtype == np.float32 and feats.shape[0] == meta["count"] == len(meta["pids"])
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    # Decoded in DataLoader workers: the same features as the Python API on the same paths.
+    api = FeatureExtractor(cfg=cfg, weights=str(weights), device="cpu")
+    np.testing.assert_allclose(api(meta["paths"]).numpy(), feats, atol=1e-5)
 
     vis = tmp_path / "vis"
     _run(str(ROOT / "tools" / "visualize_results.py"), "--config-file", CONFIG, "--weights",
