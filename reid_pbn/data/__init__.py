@@ -11,6 +11,8 @@ from .datasets import (
     UnreadableImageError,
     build_dataset,
     generate_domain,
+    generate_shifted,
+    parse_dataset_name,
     register_dataset,
 )
 from .samplers import (
@@ -40,6 +42,8 @@ __all__ = [
     "collate_batch",
     "dataset_kwargs_from_cfg",
     "generate_domain",
+    "generate_shifted",
+    "parse_dataset_name",
     "read_image",
     "register_dataset",
 ]

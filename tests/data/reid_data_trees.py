@@ -152,6 +152,15 @@ def _make_synthetic(name: str):
     return make
 
 
+def _make_shift_family(name: str):
+    def make(root: Path) -> dict:
+        # SyntheticA's test split, shifted: no train images, the same query and gallery.
+        return {"name": name, "kwargs": SYNTH_KW, "train": 0, "query": 3, "gallery": 11,
+                "train_pids": 0, "train_cams": 0, "gallery_pids": {0, 4, 5, 6}}
+
+    return make
+
+
 TREE_BUILDERS = {
     "Market1501": make_market,
     "DukeMTMC": make_duke,
@@ -162,6 +171,8 @@ TREE_BUILDERS = {
     "SyntheticA": _make_synthetic("SyntheticA"),
     "SyntheticB": _make_synthetic("SyntheticB"),
     "SyntheticC": _make_synthetic("SyntheticC"),
+    "SyntheticGlobal": _make_shift_family("SyntheticGlobal"),
+    "SyntheticLocal": _make_shift_family("SyntheticLocal"),
 }
 
 

@@ -1,7 +1,16 @@
 """Re-ID data sets: a registry of parsers for the public benchmarks, a user's own data and the
 synthetic domains. ``build_dataset(name, root=None, **kwargs)`` builds any of them."""
 
-from . import cuhk03, custom, dukemtmc, grid, market1501, msmt17, synthetic  # noqa: F401 (registers)
+from . import (  # noqa: F401 (registers)
+    cuhk03,
+    custom,
+    dukemtmc,
+    grid,
+    market1501,
+    msmt17,
+    synthetic,
+    synthetic_shift,
+)
 from .bases import (
     ENV_ROOT,
     MARKET_NAME_PATTERN,
@@ -21,8 +30,21 @@ from .dukemtmc import DukeMTMC
 from .grid import GRID
 from .market1501 import Market1501, MarketStyleDataset
 from .msmt17 import MSMT17
-from .registry import DATASET_REGISTRY, build_dataset, register_dataset
+from .registry import (
+    DATASET_REGISTRY,
+    ParsedName,
+    build_dataset,
+    parse_dataset_name,
+    register_dataset,
+)
 from .synthetic import SyntheticA, SyntheticB, SyntheticC, SyntheticDomain, generate_domain
+from .synthetic_shift import (
+    SyntheticGlobal,
+    SyntheticLocal,
+    SyntheticShift,
+    generate_shifted,
+    shift_statistics,
+)
 
 __all__ = [
     "CUHK03",
@@ -38,17 +60,24 @@ __all__ = [
     "EmptySplitError",
     "Market1501",
     "MarketStyleDataset",
+    "ParsedName",
     "ReIDDataset",
     "SyntheticA",
     "SyntheticB",
     "SyntheticC",
     "SyntheticDomain",
+    "SyntheticGlobal",
+    "SyntheticLocal",
+    "SyntheticShift",
     "UnreadableImageError",
     "build_dataset",
     "check_image",
     "find_unreadable_images",
     "generate_domain",
+    "generate_shifted",
+    "parse_dataset_name",
     "parse_market_style_dir",
     "register_dataset",
     "resolve_root",
+    "shift_statistics",
 ]

@@ -6,8 +6,9 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from PIL import Image
 
@@ -224,6 +225,9 @@ class ReIDDataset:
         expected_tree: the expected layout, shown when the data set is missing.
         url: where to get the data set.
         required_splits: splits that must hold at least one image.
+        name_parameter: the constructor option that a registry name's ``@value`` suffix sets
+            (``"strength"`` for ``"SyntheticLocal@0.5"``), or ``None`` when the data set takes
+            no such suffix; ``name_parameter_type`` converts the text after the ``@``.
 
     Attributes:
         root: the data root.
@@ -239,6 +243,8 @@ class ReIDDataset:
     expected_tree: str = ""
     url: str = ""
     required_splits: tuple[str, ...] = ("train", "query", "gallery")
+    name_parameter: str | None = None
+    name_parameter_type: Callable[[str], Any] = float
 
     root: str
     dataset_dir: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .bases import Item, ReIDDataset, parse_market_style_dir
+from .bases import EmptySplitError, Item, ReIDDataset, parse_market_style_dir
 from .registry import register_dataset
 
 __all__ = ["Market1501", "MarketStyleDataset"]
@@ -52,16 +52,24 @@ class MarketStyleDataset(ReIDDataset):
     def _parse_and_init(self, base_dir: str, *, verify_images: bool, strict: bool) -> None:
         dirs = {split: os.path.join(base_dir, sub) for split, sub in self.split_dirs.items()}
         self.require(*dirs.values())
-        parsed: dict[str, list[Item]] = {
-            split: parse_market_style_dir(
-                d, num_cams=self.num_cams, dataset=self.name, extensions=self.extensions
-            )
-            for split, d in dirs.items()
-        }
+        parsed: dict[str, list[Item]] = {split: self._parse_split(split, d)
+                                         for split, d in dirs.items()}
         super().__init__(
             parsed["train"], parsed["query"], parsed["gallery"],
             verify_images=verify_images, strict=strict,
         )
+
+    def _parse_split(self, split: str, dir_path: str) -> list[Item]:
+        try:
+            return parse_market_style_dir(
+                dir_path, num_cams=self.num_cams, dataset=self.name, extensions=self.extensions
+            )
+        except EmptySplitError:
+            # A split the data set does not promise (``required_splits``) may be an empty
+            # folder, e.g. the train folder of a target-only synthetic shift family.
+            if split in self.required_splits:
+                raise
+            return []
 
 
 @register_dataset

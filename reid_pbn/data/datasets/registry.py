@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .bases import ReIDDataset
 
-__all__ = ["DATASET_REGISTRY", "build_dataset", "register_dataset"]
+__all__ = [
+    "DATASET_REGISTRY",
+    "ParsedName",
+    "build_dataset",
+    "parse_dataset_name",
+    "register_dataset",
+]
 
 #: Registered data sets by name. A registered object is a subclass of
 #: :class:`~reid_pbn.data.datasets.bases.ReIDDataset` whose constructor takes ``root`` (the data
@@ -18,7 +24,8 @@ __all__ = ["DATASET_REGISTRY", "build_dataset", "register_dataset"]
 #: relabelled to ``0..num_train_pids-1``, query/gallery pids as in the files, camera ids
 #: 0-based), ``num_train_pids``, ``num_train_cams`` and a ``summary()`` table. A data set whose
 #: files are missing raises :class:`~reid_pbn.data.datasets.bases.DatasetNotFoundError` with
-#: the expected tree and where to get it.
+#: the expected tree and where to get it. A class that sets ``name_parameter`` is also built
+#: from ``"Name@value"`` (see :func:`parse_dataset_name`).
 DATASET_REGISTRY: dict[str, type[ReIDDataset]] = {}
 
 T = TypeVar("T", bound=type[ReIDDataset])
@@ -58,12 +65,75 @@ def register_dataset(cls: T | None = None, *, name: str | None = None) -> T | Ca
     return _register
 
 
+class ParsedName(NamedTuple):
+    """A data-set name resolved by :func:`parse_dataset_name`.
+
+    Attributes:
+        registered: the registry name (the part before ``@``).
+        cls: the registered class.
+        options: the constructor options the ``@value`` suffix sets (empty without one).
+    """
+
+    registered: str
+    cls: type[ReIDDataset]
+    options: dict[str, Any]
+
+
+def parse_dataset_name(name: str) -> ParsedName:
+    """Resolve a data-set name, with its optional ``@value`` suffix, to a class and options.
+
+    ``"SyntheticLocal@0.5"`` names the registered ``SyntheticLocal`` with its
+    ``name_parameter`` (``strength``) set to ``0.5``; ``"SyntheticLocal"`` takes the
+    constructor's default. Every place that reads data-set names from a config resolves them
+    here, so a name accepted in one place is accepted in all.
+
+    Args:
+        name: registry name, optionally followed by ``@value``.
+
+    Returns:
+        The registry name, its class and the options the suffix sets.
+
+    Raises:
+        ValueError: no data set of that name is registered (the message lists close names),
+            the data set takes no ``@`` parameter, or the value does not parse.
+    """
+    base, at, value = name.partition("@")
+    if base not in DATASET_REGISTRY:
+        close = difflib.get_close_matches(base, list(DATASET_REGISTRY), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"Unknown data set '{base}'.{hint} Registered: {', '.join(sorted(DATASET_REGISTRY))}"
+        )
+    cls = DATASET_REGISTRY[base]
+    if not at:
+        return ParsedName(base, cls, {})
+    if cls.name_parameter is None:
+        takers = sorted(k for k, c in DATASET_REGISTRY.items() if c.name_parameter is not None)
+        raise ValueError(
+            f"Data set name '{name}': {base} takes no '@' parameter (names with one: "
+            f"{', '.join(f'{k}@<{DATASET_REGISTRY[k].name_parameter}>' for k in takers)})"
+        )
+    try:
+        parsed = cls.name_parameter_type(value)
+    except (TypeError, ValueError):
+        parsed = None
+    if parsed is None:
+        raise ValueError(
+            f"Data set name '{name}': '{value}' is not a valid {cls.name_parameter} for {base} "
+            f"(expected a {getattr(cls.name_parameter_type, '__name__', 'value')}, e.g. "
+            f"'{base}@0.5')"
+        )
+    return ParsedName(base, cls, {cls.name_parameter: parsed})
+
+
 def build_dataset(name: str, root: str | None = None, **kwargs: Any) -> ReIDDataset:
     """Build a registered data set by name.
 
     Args:
         name: registry name, e.g. ``"Market1501"``, ``"DukeMTMC"``, ``"MSMT17"``, ``"CUHK03"``,
-            ``"GRID"``, ``"CustomDataset"``, ``"SyntheticA"``.
+            ``"GRID"``, ``"CustomDataset"``, ``"SyntheticA"``; a data set with a
+            ``name_parameter`` also takes ``"Name@value"`` (``"SyntheticLocal@0.33"`` builds
+            ``SyntheticLocal`` with ``strength=0.33``; see :func:`parse_dataset_name`).
         root: data root holding the data-set folders; ``None`` or ``""`` uses
             ``$REID_PBN_DATASETS`` when set, else ``datasets/`` relative to the working
             directory.
@@ -74,13 +144,15 @@ def build_dataset(name: str, root: str | None = None, **kwargs: Any) -> ReIDData
         The parsed data set.
 
     Raises:
-        ValueError: no data set of that name is registered (the message lists close names).
+        ValueError: no data set of that name is registered (the message lists close names), a
+            bad ``@value`` suffix, or a suffix that contradicts an option in ``kwargs``.
         DatasetNotFoundError: the data set's files are not under the root.
     """
-    if name not in DATASET_REGISTRY:
-        close = difflib.get_close_matches(name, list(DATASET_REGISTRY), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown data set '{name}'.{hint} Registered: {', '.join(sorted(DATASET_REGISTRY))}"
-        )
-    return DATASET_REGISTRY[name](root=root, **kwargs)
+    _, cls, options = parse_dataset_name(name)
+    for key, value in options.items():
+        if key in kwargs and kwargs[key] != value:
+            raise ValueError(
+                f"Data set name '{name}' sets {key}={value!r} but the options say "
+                f"{key}={kwargs[key]!r}; give it once"
+            )
+    return cls(root=root, **{**kwargs, **options})

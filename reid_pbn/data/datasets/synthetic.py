@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -528,11 +529,47 @@ def _pattern(p: dict, view: str, w: int, h: int, u: float, hw: float, y_sh: floa
 # ------------------------------------------------------------------------------------------
 # Rendering one image
 # ------------------------------------------------------------------------------------------
-def _render(p: dict, cam: _Camera, rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+class _SceneEdit:
+    """Changes to one image's scene while it is drawn (the local shift family's hook).
+
+    Edits act before the camera's effects, so an added object or a light change is tinted,
+    blurred, noised and JPEG-compressed like the rest of the scene.
+    """
+
+    def background(self, canvas: Image.Image) -> Image.Image:
+        """Return the background crop (drawing resolution), changed before the person."""
+        return canvas
+
+    def foreground(self, img: Image.Image) -> Image.Image:
+        """Return the scene with the person (output resolution), changed."""
+        return img
+
+
+class _Shift:
+    """A controlled change of a domain's rendering; the base class changes nothing.
+
+    The shift families (``synthetic_shift.py``) override these hooks. They draw from their own
+    random generators, so the domain's own draws, and hence every unshifted pixel, stay those
+    of the unshifted domain.
+    """
+
+    def camera(self, index: int, cam: _Camera) -> _Camera:
+        """Return camera ``index``'s style as the shifted domain sees it."""
+        return cam
+
+    def edit(self, keys: tuple[int, ...]) -> _SceneEdit | None:
+        """Return the scene edit of the image whose random keys are ``keys`` (or ``None``)."""
+        return None
+
+
+def _render(p: dict, cam: _Camera, rng: np.random.Generator, size: tuple[int, int],
+            edit: _SceneEdit | None = None) -> Image.Image:
     H, W = size
     h, w = H * _SS, W * _SS
     off = int(rng.integers(0, cam.scene.shape[1] - w + 1))
     canvas = Image.fromarray(cam.scene[:, off:off + w].astype(np.uint8))
+    if edit is not None:
+        canvas = edit.background(canvas)
     view = _VIEWS[int(rng.choice(3, p=cam.views))]
     facing = 1 if rng.random() < cam.side_dir else -1
     ph = h * _u(rng, cam.scale) * p["height"] * rng.uniform(0.97, 1.03)
@@ -544,6 +581,8 @@ def _render(p: dict, cam: _Camera, rng: np.random.Generator, size: tuple[int, in
         # Front and back views are symmetric up to details; mirroring varies bag sides.
         canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     img = canvas.reduce(_SS)
+    if edit is not None:
+        img = edit.foreground(img)
     return _camera_effects(img, cam, rng)
 
 
@@ -621,42 +660,74 @@ def _is_complete(path: str, params: dict) -> bool:
     return True
 
 
-def _write_tree(out_dir: str, params: dict) -> dict:
+def _images(
+    params: dict, splits: tuple[str, ...] = SPLIT_DIRS, shift: _Shift | None = None
+) -> Iterator[tuple[str, str, Image.Image, int]]:
+    """Render the images of the domain ``params`` describes, in a fixed order.
+
+    Every image draws from its own generator keyed by (seed, domain, image), so leaving out a
+    split or shifting the rendering does not change the other images.
+
+    Args:
+        params: generation parameters from :func:`_params`.
+        splits: the split folders to render (the others are skipped, not drawn).
+        shift: hooks that change the cameras and scenes (``None``: the domain itself).
+
+    Yields:
+        ``(split folder, file name, image, JPEG quality)``.
+    """
     style = DOMAIN_STYLES[params["domain"]]
     H, W = params["size"]
     seed, code = params["seed"], style.code
     n_ids, n_cams, n_imgs = params["num_ids"], params["num_cams"], params["imgs_per_cam"]
-    for sub in SPLIT_DIRS:
-        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-    cams = [_make_camera(style, _rng(seed, code, 1, c), c, H * _SS, W * _SS)
+    shift = shift or _Shift()
+    cams = [shift.camera(c, _make_camera(style, _rng(seed, code, 1, c), c, H * _SS, W * _SS))
             for c in range(n_cams)]
     n_train = n_ids // 2
-    counts = dict.fromkeys(SPLIT_DIRS, 0)
 
-    def save(img: Image.Image, split: str, pid: int, c: int, frame: int, box: int) -> None:
-        name = f"{pid:04d}_c{c + 1}s1_{frame:06d}_{box:02d}.jpg"
-        img.save(os.path.join(out_dir, split, name), quality=cams[c].quality)
-        counts[split] += 1
+    def name(pid: int, c: int, frame: int, box: int) -> str:
+        return f"{pid:04d}_c{c + 1}s1_{frame:06d}_{box:02d}.jpg"
 
     for pid in range(1, n_ids + 1):
+        if pid <= n_train and "bounding_box_train" not in splits:
+            continue
         person = _make_identity(_rng(seed, code, 2, pid), style.lower_value)
         q_rng = _rng(seed, code, 3, pid)
         query_cams = set(q_rng.choice(n_cams, size=max(1, n_cams // 2), replace=False).tolist())
         for c in range(n_cams):
             for k in range(n_imgs):
-                img = _render(person, cams[c], _rng(seed, code, 4, pid, c, k), (H, W))
-                frame = 25 * (pid * n_imgs + k) + 1
                 if pid <= n_train:
                     split = "bounding_box_train"
                 else:
                     split = "query" if (c in query_cams and k == 0) else "bounding_box_test"
-                save(img, split, pid, c, frame, 1)
+                if split not in splits:
+                    continue
+                img = _render(person, cams[c], _rng(seed, code, 4, pid, c, k), (H, W),
+                              shift.edit((4, pid, c, k)))
+                yield split, name(pid, c, 25 * (pid * n_imgs + k) + 1, 1), img, cams[c].quality
+    if "bounding_box_test" not in splits:
+        return
     for j in range(params["num_distractors"]):
         r = _rng(seed, code, 5, j)
         person = _make_identity(r, style.lower_value)
         c = int(r.integers(n_cams))
-        save(_render(person, cams[c], r, (H, W)), "bounding_box_test", 0, c, 25 * j + 1, 2)
+        img = _render(person, cams[c], r, (H, W), shift.edit((5, j)))
+        yield "bounding_box_test", name(0, c, 25 * j + 1, 2), img, cams[c].quality
+
+
+def _write_images(out_dir: str, images: Iterable[tuple[str, str, Image.Image, int]]) -> dict:
+    """Save ``(split, file name, image, quality)`` items as JPEGs; return counts per split."""
+    counts = dict.fromkeys(SPLIT_DIRS, 0)
+    for sub in SPLIT_DIRS:
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    for split, fname, img, quality in images:
+        img.save(os.path.join(out_dir, split, fname), quality=quality)
+        counts[split] += 1
     return counts
+
+
+def _write_tree(out_dir: str, params: dict) -> dict:
+    return _write_images(out_dir, _images(params))
 
 
 def generate_domain(
@@ -699,17 +770,37 @@ def generate_domain(
         ValueError: invalid parameters.
     """
     params = _params(name, num_ids, num_cams, imgs_per_cam, size, seed, num_distractors)
+    return _materialize(root, name, params, lambda out: _write_tree(out, params),
+                        {"style": asdict(DOMAIN_STYLES[name])}, force=force)
+
+
+def _materialize(root: str, folder: str, params: dict, write: Callable[[str], dict],
+                 extra: dict, *, force: bool = False) -> str:
+    """Write a generated tree under ``<root>/<folder>`` atomically, unless it is up to date.
+
+    Args:
+        root: data root.
+        folder: the tree's folder name under the root.
+        params: generation parameters, recorded in the manifest; a tree whose manifest holds
+            other parameters (or which misses files) is rewritten.
+        write: writes the images into the folder it is given; returns image counts per split.
+        extra: more manifest entries (after ``params`` and ``counts``).
+        force: rewrite even when the tree is up to date.
+
+    Returns:
+        The tree's folder.
+    """
     root = os.path.abspath(root)
-    target = os.path.join(root, name)
+    target = os.path.join(root, folder)
     if not force and _is_complete(target, params):
         return target
     os.makedirs(root, exist_ok=True)
-    _remove_stale_temps(root, name)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root)
+    _remove_stale_temps(root, folder)
+    tmp = tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=root)
     try:
         t0 = time.perf_counter()
-        counts = _write_tree(tmp, params)
-        manifest = {"params": params, "counts": counts, "style": asdict(DOMAIN_STYLES[name])}
+        counts = write(tmp)
+        manifest = {"params": params, "counts": counts, **extra}
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=1)
         os.chmod(tmp, 0o755)
@@ -717,8 +808,8 @@ def generate_domain(
             if not force and _is_complete(target, params):  # another process finished first
                 shutil.rmtree(tmp, ignore_errors=True)
                 return target
-            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=root)
-            os.rename(target, os.path.join(old, name))
+            old = tempfile.mkdtemp(prefix=f".{folder}.old-", dir=root)
+            os.rename(target, os.path.join(old, folder))
             os.rename(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -729,8 +820,8 @@ def generate_domain(
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
         logger.info(
-            "Generated synthetic domain %s (%d images) in %s in %.1f s",
-            name, sum(counts.values()), target, time.perf_counter() - t0,
+            "Generated synthetic data %s (%d images) in %s in %.1f s",
+            folder, sum(counts.values()), target, time.perf_counter() - t0,
         )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -757,7 +848,8 @@ def _remove_stale_temps(root: str, name: str, max_age_s: float = 3600.0) -> None
 class SyntheticDomain(MarketStyleDataset):
     """A synthetic domain, generated on first use and then read like Market-1501.
 
-    Subclasses are named after a key of :data:`DOMAIN_STYLES`.
+    Subclasses are named after a key of :data:`DOMAIN_STYLES`, or override :meth:`_generate`
+    (the shift families of :mod:`.synthetic_shift`).
     """
 
     url = "generated by reid_pbn (reid_pbn.data.datasets.synthetic.generate_domain)"
@@ -794,12 +886,16 @@ class SyntheticDomain(MarketStyleDataset):
             strict: fail on unreadable images instead of leaving them out.
         """
         self.num_cams = num_cams
-        generate_domain(
-            resolve_root(root), self.name, num_ids=num_ids, num_cams=num_cams,
-            imgs_per_cam=imgs_per_cam, size=tuple(size), seed=seed,
-            num_distractors=num_distractors,
+        self.root = resolve_root(root)
+        self.dataset_dir = self._generate(
+            self.root, num_ids=num_ids, num_cams=num_cams, imgs_per_cam=imgs_per_cam,
+            size=tuple(size), seed=seed, num_distractors=num_distractors,
         )
-        super().__init__(root, verify_images=verify_images, strict=strict)
+        self._parse_and_init(self.dataset_dir, verify_images=verify_images, strict=strict)
+
+    def _generate(self, root: str, **sizes) -> str:
+        """Write (or reuse) the tree under ``root``; return its folder."""
+        return generate_domain(root, self.name, **sizes)
 
     expected_tree = """
 <root>/
