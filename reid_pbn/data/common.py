@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -65,11 +68,22 @@ class ReIDImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        """One sample.
+
+        Args:
+            index: an item index, or ``(index, seed)`` (training batch samplers with
+                ``sample_seeds``): the transform then draws from RNGs seeded with ``seed``, and
+                the process's own RNG states are left as they were.
+        """
+        seed = None
+        if isinstance(index, tuple):
+            index, seed = index
         path, pid, camid, domain = self.items[index]
         img = read_image(path)
         if self.transform is not None:
-            img = self.transform(img)
+            with _seeded(seed):
+                img = self.transform(img)
         return {"images": img, "pids": pid, "camids": camid, "domains": domain, "img_paths": path}
 
     @property
@@ -81,6 +95,28 @@ class ReIDImageDataset(Dataset):
     def domains(self) -> list[int]:
         """Domain of every item."""
         return [it[3] for it in self.items]
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None):
+    """Seed torch's CPU RNG, numpy's and Python's for a block, then restore their states.
+
+    Restoring matters with ``num_workers=0``, where samples are made in the training process:
+    its own random stream (initialization, PBN's draws) must not depend on the augmentation.
+    """
+    if seed is None:
+        yield
+        return
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
 
 
 def collate_batch(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

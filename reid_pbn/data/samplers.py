@@ -57,6 +57,11 @@ class _EpochBatchSampler(Sampler[list[int]], ABC):
     on ``(seed, e, rank)``; ``start_iter`` skips the first batches of that epoch (resuming in
     the middle of an epoch gives the batches an uninterrupted run would have seen). With
     ``infinite=True`` iteration runs through epochs ``e, e+1, ...`` without end.
+
+    With ``sample_seeds`` True, every index comes paired with a seed, ``(index, seed)``, that
+    depends only on ``(seed, rank, epoch, batch, position)``: :class:`ReIDImageDataset` draws
+    that sample's augmentation from it, so the draws do not depend on the number of loader
+    workers, on which worker gets the batch, or on where a run was resumed.
     """
 
     def __init__(self, *, seed: int, rank: int | None, world_size: int | None, infinite: bool):
@@ -65,6 +70,7 @@ class _EpochBatchSampler(Sampler[list[int]], ABC):
         self.infinite = infinite
         self.epoch = 0
         self.start_iter = 0
+        self.sample_seeds = False
 
     def set_epoch(self, epoch: int, start_iter: int = 0) -> None:
         """Select the epoch whose batches the next iteration yields.
@@ -93,15 +99,20 @@ class _EpochBatchSampler(Sampler[list[int]], ABC):
     def _epoch_batches(self, epoch: int) -> Iterator[list[int]]:
         """Yield this rank's batches of ``epoch``."""
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
         epoch, skip = self.epoch, self.start_iter
         while True:
             for i, batch in enumerate(self._epoch_batches(epoch)):
                 if i >= skip:
-                    yield batch
+                    yield self._with_seeds(batch, epoch, i) if self.sample_seeds else batch
             if not self.infinite:
                 return
             epoch, skip = epoch + 1, 0
+
+    def _with_seeds(self, batch: list[int], epoch: int, i: int) -> list[tuple[int, int]]:
+        keys = [self.seed & 0xFFFFFFFF, self.rank, epoch, i]
+        seeds = np.random.SeedSequence(keys).generate_state(len(batch), dtype=np.uint64)
+        return [(idx, int(s) & 0x7FFF_FFFF_FFFF_FFFF) for idx, s in zip(batch, seeds)]
 
 
 class _IdentityPool:

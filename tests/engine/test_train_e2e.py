@@ -83,11 +83,16 @@ def test_train_writes_config_log_metrics_and_results(reference_run):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_uninterrupted(reference_run, data_root, tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_resume_after_sigkill_matches_uninterrupted(reference_run, data_root, tmp_path, workers):
+    """Killed and resumed, with or without loader workers, the run ends bit-identical to the
+    uninterrupted reference (which ran without workers): each sample's augmentation has its own
+    seed, whatever process makes it."""
     ref_out, _ = reference_run
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, TRAIN_NET, *tiny_opts(out, data_root)], cwd=ROOT,
+    opts = tiny_opts(out, data_root, **{"DATALOADER.NUM_WORKERS": workers})
+    proc = subprocess.Popen([sys.executable, TRAIN_NET, *opts], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "model_0001.pth").exists():
@@ -96,7 +101,7 @@ def test_resume_after_sigkill_matches_uninterrupted(reference_run, data_root, tm
     proc.wait()
     assert (out / "model_0001.pth").exists(), "the run never wrote its first checkpoint"
     assert not (out / "model_final.pth").exists(), "the run finished before it was killed"
-    r = run_train(["--resume", *tiny_opts(out, data_root)])
+    r = run_train(["--resume", *opts])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Resumed from" in r.stdout
     a, b = model_state(ref_out / "model_final.pth"), model_state(out / "model_final.pth")
