@@ -240,6 +240,9 @@ def build_train_loader(cfg) -> tuple[DataLoader, dict[str, Any]]:
     seed = _resolve_seed(int(cfg.SOLVER.SEED))
     iters = int(cfg.SOLVER.ITERS_PER_EPOCH) or None
     batch_sampler = TRAIN_SAMPLERS[sampler_name](dataset, total // world, cfg, seed, iters)
+    # Each sample's augmentation draws from its own seed, so that runs with any number of
+    # workers, and resumed runs, see the same augmented images.
+    batch_sampler.sample_seeds = True
     loader = _loader(dataset, cfg, seed + rank, batch_sampler=batch_sampler)
     logger.info(
         "Train loader: %d images, %d identities, %d domain(s) %s, sampler %s, %d batches/epoch",
