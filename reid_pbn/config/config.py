@@ -11,6 +11,10 @@ import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
 BASE_KEY = "_BASE_"
+#: Largest config file read (bytes); real configs are a few KB.
+MAX_CONFIG_BYTES = 1 << 20
+#: Longest ``_BASE_`` chain followed.
+MAX_BASE_DEPTH = 32
 
 
 class ConfigError(ValueError):
@@ -98,25 +102,92 @@ class CfgNode(_YacsCfgNode):
         return node
 
 
-def load_yaml_with_base(filename: str) -> dict:
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (``*name``).
+
+    An alias repeats a node by reference; nested aliases expand exponentially (a 2 KB
+    "billion laughs" file becomes gigabytes once turned into Python objects). Configs never
+    need them, so any alias is refused before it is expanded.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"YAML alias '*{event.anchor}' at line {event.start_mark.line + 1}: aliases are "
+                "not accepted in configs (they can expand without bound); write the values out")
+        return super().compose_node(parent, index)
+
+
+def safe_load_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML with the safe loader, refusing aliases and documents over the size limit.
+
+    Args:
+        text: the YAML text.
+        source: where it comes from, for messages.
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        ConfigError: invalid YAML, an alias, or more than :data:`MAX_CONFIG_BYTES`.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source} is {len(text)} bytes; configs are limited to "
+                          f"{MAX_CONFIG_BYTES} bytes")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source} is not valid YAML: {e}") from e
+
+
+def read_yaml_file(filename: str) -> Any:
+    """Read a YAML file with :func:`safe_load_yaml`, checking its size before reading it.
+
+    Args:
+        filename: the file.
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        ConfigError: missing, too large, unreadable, invalid YAML or with an alias.
+    """
+    if not os.path.isfile(filename):
+        raise ConfigError(f"Config file not found: {filename}")
+    size = os.path.getsize(filename)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{filename} is {size} bytes; configs are limited to "
+                          f"{MAX_CONFIG_BYTES} bytes")
+    try:
+        with open(filename, encoding="utf-8") as f:
+            text = f.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"Cannot read config {filename}: {e}") from e
+    return safe_load_yaml(text, filename)
+
+
+def load_yaml_with_base(filename: str, _chain: tuple[str, ...] = ()) -> dict:
     """Read a YAML config and recursively merge the files named by its ``_BASE_`` key.
 
     Args:
         filename: path of the YAML file.
+        _chain: the files that led here (internal, to report cycles).
 
     Returns:
         The merged mapping, without ``_BASE_``.
 
     Raises:
-        ConfigError: a file is missing or is not a YAML mapping.
+        ConfigError: a file is missing, too large or not a YAML mapping, uses an alias, or
+            the ``_BASE_`` chain loops or is deeper than :data:`MAX_BASE_DEPTH`.
     """
-    if not os.path.isfile(filename):
-        raise ConfigError(f"Config file not found: {filename}")
-    with open(filename, encoding="utf-8") as f:
-        try:
-            cfg = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{filename} is not valid YAML: {e}") from e
+    real = os.path.realpath(filename)
+    if real in _chain:
+        loop = " -> ".join([*_chain[_chain.index(real):], real])
+        raise ConfigError(f"_BASE_ cycle: {loop}")
+    if len(_chain) >= MAX_BASE_DEPTH:
+        raise ConfigError(f"_BASE_ chain deeper than {MAX_BASE_DEPTH} files at {filename}")
+    cfg = read_yaml_file(filename) or {}
     if not isinstance(cfg, dict):
         raise ConfigError(
             f"{filename} must hold a mapping of config keys, got {type(cfg).__name__}"
@@ -124,11 +195,14 @@ def load_yaml_with_base(filename: str) -> dict:
     base = cfg.pop(BASE_KEY, None)
     if base is None:
         return cfg
-    bases = [base] if isinstance(base, str) else list(base)
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{filename}: {BASE_KEY} must be a file path or a list of them, "
+                          f"got {base!r}")
     merged: dict = {}
     for b in bases:
         path = b if os.path.isabs(b) else os.path.join(os.path.dirname(filename), b)
-        _deep_update(merged, load_yaml_with_base(path))
+        _deep_update(merged, load_yaml_with_base(path, (*_chain, real)))
     _deep_update(merged, cfg)
     return merged
 
@@ -163,5 +237,5 @@ def parse_kwargs(items: Iterable[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"Expected 'key=value', got '{item}'")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = safe_load_yaml(v, f"the value of '{k.strip()}'")
     return out

@@ -85,3 +85,62 @@ def test_all_shipped_configs_load():
     for f in files:
         cfg = get_cfg()
         cfg.merge_from_file(f)
+
+
+def _bomb(levels: int = 9) -> str:
+    """A 'billion laughs' YAML: each level repeats the previous one 9 times (9**9 leaves)."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        refs = ", ".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    lines.append(f"MODEL: {{DEVICE: *a{levels - 1}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_is_refused_fast_and_small(tmp_path):
+    import resource
+    import time
+
+    path = tmp_path / "bomb.yml"
+    path.write_text(_bomb())
+    assert path.stat().st_size < 2048
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="alias"):
+        get_cfg().merge_from_file(str(path))
+    assert time.perf_counter() - t0 < 1.0
+    # ru_maxrss is in KiB on Linux: the refusal allocated no more than a few MB.
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 50 * 1024
+    with pytest.raises(ConfigError, match="alias"):
+        parse_kwargs(["x=" + _bomb(3)])
+
+
+def test_base_cycle_is_reported_as_such(tmp_path):
+    (tmp_path / "a.yml").write_text("_BASE_: b.yml\nSOLVER: {MAX_EPOCH: 2}\n")
+    (tmp_path / "b.yml").write_text("_BASE_: a.yml\n")
+    with pytest.raises(ConfigError, match=r"_BASE_ cycle: .*a\.yml -> .*b\.yml -> .*a\.yml"):
+        get_cfg().merge_from_file(str(tmp_path / "a.yml"))
+    (tmp_path / "self.yml").write_text("_BASE_: ./self.yml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        get_cfg().merge_from_file(str(tmp_path / "self.yml"))
+
+
+def test_diamond_bases_are_not_a_cycle(tmp_path):
+    (tmp_path / "root.yml").write_text("SOLVER: {MAX_EPOCH: 3}\n")
+    (tmp_path / "l.yml").write_text("_BASE_: root.yml\n")
+    (tmp_path / "r.yml").write_text("_BASE_: root.yml\n")
+    (tmp_path / "top.yml").write_text("_BASE_: [l.yml, r.yml]\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(tmp_path / "top.yml"))
+    assert cfg.SOLVER.MAX_EPOCH == 3
+
+
+def test_oversized_config_and_bad_base_are_refused(tmp_path):
+    big = tmp_path / "big.yml"
+    big.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="limited to"):
+        get_cfg().merge_from_file(str(big))
+    bad = tmp_path / "bad.yml"
+    bad.write_text("_BASE_: {a: 1}\n")
+    with pytest.raises(ConfigError, match="_BASE_ must be"):
+        get_cfg().merge_from_file(str(bad))
