@@ -193,7 +193,8 @@ _C.INPUT.REA.PROB = 0.5
 _C.DATASETS = CN()
 # Source (training) data sets, registry names; several make a multi-source job.
 _C.DATASETS.NAMES = ("Market1501",)
-# Target (test) data sets evaluated after training and by --eval-only.
+# Target (test) data sets evaluated after training and by --eval-only; a shift family takes
+# its strength in the name, e.g. "SyntheticLocal@0.33".
 _C.DATASETS.TESTS = ("DukeMTMC",)
 # Data root; "" uses $REID_PBN_DATASETS, else ./datasets.
 _C.DATASETS.ROOT = ""

@@ -17,7 +17,9 @@ Identity cues (clothing colours and patterns, accessories, body shape) are drawn
 distribution in every domain, so what a model learns on one domain transfers, while the global
 style shift opens a domain gap like Market-1501 -> DukeMTMC. The files are written in the exact
 Market-1501 tree and naming (``<root>/<Domain>/{bounding_box_train,query,bounding_box_test}/
-0001_c1s1_000151_01.jpg``) and read back by the same parser as Market-1501.
+0001_c1s1_000151_01.jpg``) and read back by the same parser as Market-1501. The shift families
+(``SyntheticGlobal``, ``SyntheticLocal``: A's test split under one graded kind of shift) are in
+:mod:`.synthetic_shift`.
 """
 
 from __future__ import annotations
