@@ -51,7 +51,7 @@ def main(args) -> None:
         logger.info("Results:\n%s", summary_table({"evaluated": results}))
         return
     trainer = DefaultTrainer(cfg)
-    history = trainer.fit(resume=args.resume)
+    history = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     if history:
         logger.info("Target-domain results (percent):\n%s", summary_table(history))
 

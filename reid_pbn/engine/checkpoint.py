@@ -7,10 +7,12 @@ refused before anything in it executes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import random
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -24,10 +26,18 @@ from . import comm
 logger = logging.getLogger("reid_pbn")
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
+#: Prefix of the temporary files of atomic writes (removed when a run starts).
+TEMP_PREFIX = ".tmp-"
+_CHECKPOINT_NAME = re.compile(r"model_(?:(\d+)|final)\.pth")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint or weight file cannot be used; the message says why and what to do."""
+
+
+class UnreadableCheckpointError(CheckpointError):
+    """The file itself cannot be read as a checkpoint (missing, damaged, not a torch file,
+    or refused pickled objects), as opposed to a readable file that does not fit."""
 
 
 def atomic_write(path: str, write_fn) -> None:
@@ -42,7 +52,7 @@ def atomic_write(path: str, write_fn) -> None:
     """
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=TEMP_PREFIX, suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
@@ -79,26 +89,48 @@ def load_checkpoint_file(path: str) -> dict:
             Python objects (which are refused, never executed).
     """
     if not os.path.isfile(path):
-        raise CheckpointError(f"Weight file not found: {path}")
+        raise UnreadableCheckpointError(f"Weight file not found: {path}")
+    kind = _file_kind(path)
+    if kind == "other":
+        raise UnreadableCheckpointError(
+            f"{path} is not a PyTorch checkpoint (neither torch's zip format nor a pickle; it "
+            "starts with bytes " f"{_head(path)!r}). Check the path: was a config, an image or "
+            "a log given as weights?")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
+        raise UnreadableCheckpointError(
             f"Refusing to load {path}: it contains pickled Python objects, which could run "
             f"code, and only tensors and plain values are accepted (weights_only=True). "
             f"Nothing from the file was executed. If you trust its source, load it yourself "
             f"and re-save only its state_dict. Detail: {str(e).splitlines()[0]}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(
-            f"Cannot read {path}: the file is damaged, truncated or not a PyTorch weight "
-            f"file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
+        what = ("a truncated or damaged PyTorch zip checkpoint (an interrupted copy or "
+                "download?)" if kind == "zip" else "a damaged pickle-format file")
+        raise UnreadableCheckpointError(
+            f"Cannot read {path}: {what} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})."
         ) from None
     if not isinstance(obj, Mapping):
-        raise CheckpointError(
+        raise UnreadableCheckpointError(
             f"{path} holds a {type(obj).__name__}, expected a state_dict mapping."
         )
     return dict(obj)
+
+
+def _head(path: str, n: int = 8) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _file_kind(path: str) -> str:
+    """"zip" (torch's format since 1.6), "pickle" (the legacy format) or "other"."""
+    head = _head(path, 4)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    # Pickle protocols 2+ start with PROTO (0x80); torch's legacy files start with one.
+    return "pickle" if head[:1] == b"\x80" else "other"
 
 
 def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
@@ -223,6 +255,31 @@ def set_rng_states(states: Mapping) -> None:
             torch.cuda.set_rng_state(cuda)
 
 
+def _load_object_state(obj, state, name: str, path: str) -> None:
+    """Load an optimizer / scheduler / scaler state, refusing one made for another kind.
+
+    ``torch.optim.Optimizer.load_state_dict`` accepts another optimizer's state and replaces
+    the hyper-parameters with the saved ones, which fails only at the next step (SGD's
+    ``KeyError: 'momentum'`` after Adam's state).
+    """
+    groups = getattr(obj, "param_groups", None)
+    if groups is not None and isinstance(state, Mapping):
+        saved = state.get("param_groups") or []
+        if saved and set(saved[0]) - {"params"} != set(groups[0]) - {"params"}:
+            raise CheckpointError(
+                f"The {name} state in {path} was made by a different optimizer (its settings "
+                f"{sorted(set(saved[0]) - {'params'})} differ from this run's "
+                f"{sorted(set(groups[0]) - {'params'})}). Resume with the optimizer the run "
+                "started with (SOLVER.OPTIMIZER), or start a new run from these weights with "
+                "MODEL.WEIGHTS.")
+    try:
+        obj.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(
+            f"The {name} state in {path} does not fit this run ({type(e).__name__}: {e}). "
+            "Was the config changed since the checkpoint was written?") from None
+
+
 def _restore_rng(data: Mapping) -> None:
     """Give this rank its own saved RNG states; a rank the saving run did not have keeps the
     seed it started with (logged: that rank's random stream then differs from a continuous
@@ -291,14 +348,89 @@ class Checkpointer:
         logger.info("Saved checkpoint %s", path)
         return path
 
+    def checkpoints(self) -> list[str]:
+        """Checkpoint files of ``save_dir``, newest first (``model_final``, then by number)."""
+        if not os.path.isdir(self.save_dir):
+            return []
+        found = []
+        for name in os.listdir(self.save_dir):
+            m = _CHECKPOINT_NAME.fullmatch(name)
+            if m and os.path.isfile(os.path.join(self.save_dir, name)):
+                found.append((m.group(1) is None, int(m.group(1) or 0), name))
+        return [os.path.join(self.save_dir, n) for *_, n in sorted(found, reverse=True)]
+
     def last_checkpoint(self) -> str | None:
-        """Path of the newest complete checkpoint, or None."""
+        """Path of the newest complete checkpoint, or None when the folder holds none.
+
+        The ``last_checkpoint`` pointer names it. A pointer to a missing file (deleted, or a
+        copy of a folder without it) falls back to the newest checkpoint file in the folder.
+
+        Raises:
+            CheckpointError: the pointer names anything but a file name in ``save_dir``
+                (e.g. ``../other/model.pth`` or an absolute path).
+        """
         p = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
-        if not os.path.isfile(p):
-            return None
-        with open(p, encoding="utf-8") as f:
-            path = os.path.join(self.save_dir, f.read().strip())
-        return path if os.path.isfile(path) else None
+        if os.path.isfile(p):
+            with open(p, encoding="utf-8", errors="replace") as f:
+                name = f.read(4096).strip()
+            if not name or os.path.basename(name) != name or name in (".", ".."):
+                raise CheckpointError(
+                    f"{p} names '{name[:200]}', which is not a file of {self.save_dir}; a "
+                    "resume only reads checkpoints inside OUTPUT_DIR. Fix or delete the file.")
+            path = os.path.join(self.save_dir, name)
+            if os.path.isfile(path):
+                return path
+            logger.warning("%s names %s, which is missing; looking for the newest checkpoint "
+                           "in %s instead", p, name, self.save_dir)
+        found = self.checkpoints()
+        return found[0] if found else None
+
+    def remove_stale_temps(self) -> list[str]:
+        """Delete temporary files that killed writes left in ``save_dir`` (``.tmp-*``).
+
+        Call it when a run starts, when no other process writes to the folder.
+
+        Returns:
+            The removed paths.
+        """
+        removed = []
+        if os.path.isdir(self.save_dir):
+            for name in os.listdir(self.save_dir):
+                if name.startswith(TEMP_PREFIX):
+                    path = os.path.join(self.save_dir, name)
+                    with contextlib.suppress(OSError):
+                        os.remove(path)
+                        removed.append(path)
+        if removed:
+            logger.info("Removed %d temporary file(s) of interrupted writes in %s",
+                        len(removed), self.save_dir)
+        return removed
+
+    def check_new_run(self, overwrite: bool) -> None:
+        """Refuse to start a new run over an earlier run's checkpoints, unless ``overwrite``.
+
+        Args:
+            overwrite: the user asked to replace the earlier run; its checkpoints and pointer
+                are then deleted (by the writing process).
+
+        Raises:
+            CheckpointError: the folder holds checkpoints and ``overwrite`` is False.
+        """
+        found = self.checkpoints()
+        if not found:
+            return
+        names = ", ".join(os.path.basename(p) for p in found[:4])
+        if not overwrite:
+            raise CheckpointError(
+                f"{self.save_dir} already holds a training run ({names}"
+                f"{', ...' if len(found) > 4 else ''}). Continue it with --resume, choose "
+                "another OUTPUT_DIR, or pass --overwrite to replace it.")
+        if self.save_to_disk:
+            logger.warning("--overwrite: deleting %d checkpoint(s) of the earlier run in %s",
+                           len(found), self.save_dir)
+            for path in [*found, os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
 
     def load(self, path: str, *, restore_training_state: bool = True) -> dict:
         """Load a checkpoint into the model (and objects, RNG states when asked).
@@ -315,7 +447,7 @@ class Checkpointer:
         if restore_training_state:
             for k, obj in self.objects.items():
                 if obj is not None and k in data:
-                    obj.load_state_dict(data[k])
+                    _load_object_state(obj, data[k], k, path)
             _restore_rng(data)
         skip = {"model", "rng", "rng_per_rank", *self.objects}
         return {k: v for k, v in data.items() if k not in skip}

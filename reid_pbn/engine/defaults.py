@@ -11,6 +11,7 @@ import torch
 
 from ..config import CfgNode, ConfigError, get_cfg
 from . import comm
+from .checkpoint import Checkpointer
 
 logger = logging.getLogger("reid_pbn")
 
@@ -48,6 +49,11 @@ def default_argument_parser(description: str | None = None) -> argparse.Argument
         "--resume", action="store_true",
         help="Continue from the last complete checkpoint in OUTPUT_DIR (model, optimizer, "
         "scheduler, epoch and RNG states); starts fresh when there is none.",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Start a new training run in an OUTPUT_DIR that holds an earlier run's "
+        "checkpoints, deleting them (without it such a run is refused).",
     )
     parser.add_argument(
         "--num-gpus", type=int, default=1,
@@ -139,6 +145,10 @@ def default_setup(args: argparse.Namespace) -> CfgNode:
         cfg = setup_cfg(args.config_file, args.opts)
     except ConfigError as e:
         sys.exit(f"Config error: {e}")
+    if not getattr(args, "eval_only", True) and not getattr(args, "resume", True):
+        # Before anything is written: the earlier run's config.yaml and log stay intact.
+        Checkpointer(None, cfg.OUTPUT_DIR, save_to_disk=False).check_new_run(
+            bool(getattr(args, "overwrite", False)))
     rank = comm.get_rank()
     if rank == 0:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)

@@ -76,11 +76,18 @@ class FreezeBackbone(HookBase):
 
 
 class PeriodicCheckpointer(HookBase):
-    """Saves the full training state every ``period`` epochs and at the end of training."""
+    """Saves the full training state every ``period`` epochs, every ``also_every`` epochs
+    (the evaluation period, so that an evaluation that fails never costs the epoch's
+    training) and at the end of training.
 
-    def __init__(self, checkpointer, period: int, extra: Callable[[], dict]):
+    Register it before the evaluation hook: hooks run in registration order.
+    """
+
+    def __init__(self, checkpointer, period: int, extra: Callable[[], dict],
+                 also_every: int = 0):
         self.checkpointer = checkpointer
         self.period = max(int(period), 1)
+        self.also_every = max(int(also_every), 0)
         self.extra = extra
 
     def after_epoch(self) -> None:
@@ -88,7 +95,7 @@ class PeriodicCheckpointer(HookBase):
         done = t.epoch + 1
         if done == t.max_epoch:
             self.checkpointer.save("model_final", **self.extra())
-        elif done % self.period == 0:
+        elif done % self.period == 0 or (self.also_every and done % self.also_every == 0):
             self.checkpointer.save(f"model_{done:04d}", **self.extra())
 
 

@@ -17,7 +17,12 @@ from tqdm import tqdm
 from ..config import ConfigError
 from ..layers import DSBN2d
 from . import comm, hooks
-from .checkpoint import Checkpointer, load_model_weights
+from .checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    UnreadableCheckpointError,
+    load_model_weights,
+)
 from .defaults import resolve_device
 from .solver import build_lr_scheduler, build_optimizer
 
@@ -207,6 +212,7 @@ class DefaultTrainer(SimpleTrainer):
         from ..modeling import build_model
 
         seed_all(cfg.SOLVER.SEED, cfg.SOLVER.DETERMINISTIC)
+        check_evaluation_setup(cfg)
         if comm.is_main_process():  # also when built without default_setup (library use)
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         device = resolve_device(cfg.MODEL.DEVICE)
@@ -243,7 +249,9 @@ class DefaultTrainer(SimpleTrainer):
             hooks.LRScheduler(self.scheduler),
             hooks.MetricsWriter(cfg.OUTPUT_DIR, cfg.SOLVER.LOG_PERIOD),
             hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
-                                       self._checkpoint_extra),
+                                       self._checkpoint_extra,
+                                       also_every=cfg.TEST.EVAL_PERIOD if cfg.DATASETS.TESTS
+                                       else 0),
             self.eval_hook if cfg.DATASETS.TESTS else None,
         ])
 
@@ -255,23 +263,55 @@ class DefaultTrainer(SimpleTrainer):
     def _checkpoint_extra(self) -> dict:
         return {"epoch": self.epoch + 1, "iteration": self.iter + 1, "config": self.cfg.dump()}
 
-    def resume_or_load(self, resume: bool) -> int:
-        """With ``resume``, restore the last complete checkpoint and return its epoch.
+    def resume_or_load(self, resume: bool, overwrite: bool = False) -> int:
+        """Start a new run, or with ``resume`` restore the newest readable checkpoint.
+
+        A new run refuses a folder holding an earlier run's checkpoints unless ``overwrite``.
+        A resume never starts from scratch over existing checkpoints: when the newest cannot be
+        read it falls back to older ones, and refuses when none can be read.
 
         Args:
-            resume: whether to look for a checkpoint in OUTPUT_DIR.
+            resume: continue from the checkpoints in OUTPUT_DIR.
+            overwrite: a new run replaces (deletes) the earlier run's checkpoints.
 
         Returns:
             The epoch to start from (0 for a fresh run).
+
+        Raises:
+            CheckpointError: a new run over existing checkpoints without ``overwrite``, or a
+                resume whose checkpoints are all unreadable.
         """
-        path = self.checkpointer.last_checkpoint() if resume else None
-        if path is None:
-            if resume:
-                logger.info("No checkpoint in %s: starting from scratch", self.cfg.OUTPUT_DIR)
+        if comm.is_main_process():
+            self.checkpointer.remove_stale_temps()
+        comm.synchronize()
+        if not resume:
+            self.checkpointer.check_new_run(overwrite)
+            comm.synchronize()
             return 0
-        extra = self.checkpointer.load(path)
-        logger.info("Resumed from %s (epoch %d)", path, extra.get("epoch", 0))
-        return int(extra.get("epoch", 0))
+        last = self.checkpointer.last_checkpoint()
+        candidates = [last] if last else []
+        candidates += [p for p in self.checkpointer.checkpoints() if p != last]
+        if not candidates:
+            logger.info("No checkpoint in %s: starting from scratch", self.cfg.OUTPUT_DIR)
+            return 0
+        for path in candidates:
+            try:
+                extra = self.checkpointer.load(path)
+            except UnreadableCheckpointError as e:
+                logger.warning("Cannot resume from %s (%s); trying an older checkpoint", path,
+                               str(e).splitlines()[0])
+                continue
+            epoch = extra.get("epoch", 0)
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+                raise CheckpointError(
+                    f"{path} records epoch {epoch!r}, not a count of finished epochs; it was "
+                    "not written by this trainer.")
+            logger.info("Resumed from %s (epoch %d)", path, epoch)
+            return epoch
+        raise CheckpointError(
+            f"None of the {len(candidates)} checkpoint(s) in {self.cfg.OUTPUT_DIR} can be read; "
+            "refusing to start from scratch over them. Move them away, or start a new run with "
+            "--overwrite.")
 
     def evaluate(self) -> dict:
         """Evaluate the model on DATASETS.TESTS (every rank extracts its shard; the main process
@@ -286,9 +326,14 @@ class DefaultTrainer(SimpleTrainer):
         model.train(was_training)
         return results
 
-    def fit(self, resume: bool = False) -> dict:
-        """Train (from the last checkpoint when ``resume``) and return the evaluation history."""
-        start = self.resume_or_load(resume)
+    def fit(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Train (from the last checkpoint when ``resume``) and return the evaluation history.
+
+        Args:
+            resume: continue from OUTPUT_DIR's checkpoints.
+            overwrite: a new run may replace an earlier run's checkpoints.
+        """
+        start = self.resume_or_load(resume, overwrite)
         if start >= self.cfg.SOLVER.MAX_EPOCH:
             logger.info("Checkpoint is at the final epoch already; nothing to train.")
         else:
@@ -315,6 +360,34 @@ def _checksum(named_tensors) -> str:
     for _, t in sorted(named_tensors, key=lambda kv: kv[0]):
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def check_evaluation_setup(cfg) -> None:
+    """Fail before the first iteration on what evaluation would fail on after an epoch.
+
+    Checks the ``TEST.*`` options and builds the loader of every ``DATASETS.TESTS`` entry
+    (images are not decoded here), so an unknown or missing target data set, or a bad metric,
+    is reported before any training work.
+
+    Args:
+        cfg: the config.
+
+    Raises:
+        ConfigError: a bad evaluation option or an unknown target data set.
+        DatasetNotFoundError: a target data set's files are not under the data root.
+    """
+    from ..data import build_test_loader
+    from ..evaluation import check_evaluation_options, evaluation_kwargs_from_config
+
+    check_evaluation_options(evaluation_kwargs_from_config(cfg))
+    probe = cfg.clone()
+    probe.defrost()
+    probe.DATASETS.VERIFY_IMAGES = False
+    for name in cfg.DATASETS.TESTS:
+        try:
+            build_test_loader(probe, name)
+        except ValueError as e:
+            raise ConfigError(f"DATASETS.TESTS entry '{name}': {e}") from None
 
 
 def needs_unused_parameter_search(cfg) -> bool:

@@ -2,6 +2,7 @@
 evaluation and visualization."""
 
 from .evaluator import (
+    check_evaluation_options,
     evaluation_kwargs_from_config,
     extract_features,
     format_results_table,
@@ -35,6 +36,7 @@ __all__ = [
     "compute_distance",
     "evaluate",
     "evaluate_rank",
+    "check_evaluation_options",
     "evaluation_kwargs_from_config",
     "exact_knn",
     "extract_features",

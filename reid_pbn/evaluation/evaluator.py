@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .metrics import evaluate
+from ..config import ConfigError
+from .metrics import METRICS, evaluate
 from .visualize import plot_cmc, plot_roc
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,36 @@ def evaluation_kwargs_from_config(cfg) -> dict:
                 "alpha": float(t.AQE.ALPHA)} if t.AQE.ENABLED else None,
         "roc": bool(t.ROC.ENABLED),
     }
+
+
+def check_evaluation_options(kwargs: Mapping) -> None:
+    """Check :func:`evaluation_kwargs_from_config`'s output before any work is done.
+
+    Args:
+        kwargs: the keyword arguments of :func:`~reid_pbn.evaluation.evaluate`.
+
+    Raises:
+        ConfigError: an option :func:`~reid_pbn.evaluation.evaluate` would refuse, named by its
+            config key.
+    """
+    problems = []
+    if kwargs["metric"] not in METRICS:
+        problems.append(f"TEST.METRIC '{kwargs['metric']}' (choose from {', '.join(METRICS)})")
+    if kwargs["max_rank"] < 1:
+        problems.append(f"TEST.MAX_RANK {kwargs['max_rank']} (must be >= 1)")
+    if kwargs["chunk_size"] is not None and kwargs["chunk_size"] < 1:
+        problems.append(f"TEST.CHUNK_SIZE {kwargs['chunk_size']} (0 for automatic, or >= 1)")
+    rerank = kwargs.get("rerank")
+    if rerank is not None:
+        if rerank["k1"] < 1 or rerank["k2"] < 1:
+            problems.append(f"TEST.RERANK.K1/K2 {rerank['k1']}/{rerank['k2']} (must be >= 1)")
+        if not 0.0 <= rerank["lambda"] <= 1.0:
+            problems.append(f"TEST.RERANK.LAMBDA {rerank['lambda']} (must lie in [0, 1])")
+    aqe = kwargs.get("aqe")
+    if aqe is not None and (aqe["qe_times"] < 1 or aqe["qe_k"] < 1 or aqe["alpha"] < 0):
+        problems.append("TEST.AQE.QE_TIME and QE_K must be >= 1 and ALPHA >= 0")
+    if problems:
+        raise ConfigError("Invalid evaluation settings: " + "; ".join(problems))
 
 
 def format_results_table(
