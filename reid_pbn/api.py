@@ -108,7 +108,7 @@ class FeatureExtractor:
         if isinstance(im, (str, os.PathLike)):
             from .data import read_image
 
-            im = read_image(str(im))
+            im = read_image(str(im), reduce_to=self.size)
         if isinstance(im, Image.Image):
             im = np.asarray(im.convert("RGB"))
         if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3:

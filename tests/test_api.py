@@ -107,3 +107,33 @@ def test_tensor_input_is_normalized_on_its_own_device(extractor):
     x = torch.empty(2, 3, *SIZE, device="meta")
     out = extractor.preprocess(x)
     assert out.device.type == "meta" and tuple(out.shape) == (2, 3, *SIZE)
+
+
+def test_huge_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
+    """A 4000 x 4000 JPEG costs a fraction of its full-size float pixels (192 MB) in memory."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (4000, 4000), (120, 60, 30)).save(path, quality=90)
+    script = (
+        "import resource, sys, torch\n"
+        "from reid_pbn import FeatureExtractor\n"
+        "from reid_pbn.config import get_cfg\n"
+        "from reid_pbn.modeling import build_model\n"
+        "cfg = get_cfg(); cfg.MODEL.BACKBONE.DEPTH = 18; cfg.MODEL.BACKBONE.PRETRAIN = False\n"
+        "cfg.INPUT.SIZE_TEST = (32, 16)\n"
+        "fe = FeatureExtractor(cfg=cfg, model=build_model(cfg, num_classes=3), device='cpu')\n"
+        "fe([sys.argv[1]])\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "f = fe([sys.argv[1]])\n"
+        "print(f.shape[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    warm = tmp_path / "small.jpg"
+    Image.new("RGB", (64, 32)).save(warm)
+    out = subprocess.run([sys.executable, "-c", script.replace("fe([sys.argv[1]])\nbefore",
+                                                                "fe([sys.argv[2]])\nbefore"),
+                          str(path), str(warm)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    n, grown_kib = map(int, out.stdout.split())
+    assert n == 1 and grown_kib < 60 * 1024, grown_kib

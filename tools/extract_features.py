@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-normalize", action="store_true",
                         help="Keep raw features instead of L2-normalizing them.")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]'.")
+    parser.add_argument("--strict", action="store_true",
+                        help="Stop at the first unreadable image (default: skip it, name it "
+                        "in the log and in metadata.json's 'skipped').")
     parser.add_argument("--num-workers", type=int, default=4, metavar="N",
                         help="Processes that decode images ahead of the model, so that the "
                         "GPU does not wait for JPEG decoding (0: decode in this process).")
@@ -93,11 +96,16 @@ class _DecodedImages:
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        """``(i, HWC uint8 array)``, or ``(i, reason)`` when the file cannot be decoded."""
         import numpy as np
 
         from reid_pbn.data import read_image
+        from reid_pbn.data.datasets.bases import UnreadableImageError
 
-        return np.asarray(read_image(self.paths[i]).convert("RGB"))
+        try:
+            return i, np.asarray(read_image(self.paths[i]).convert("RGB"))
+        except (OSError, UnreadableImageError) as e:
+            return i, f"{type(e).__name__}: {e}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,9 +134,22 @@ def main(argv: list[str] | None = None) -> int:
     loader = torch.utils.data.DataLoader(
         _DecodedImages(paths), batch_size=args.batch_size, num_workers=max(args.num_workers, 0),
         collate_fn=list)
-    feats = [extractor(batch) for batch in tqdm(loader, desc="extracting features",
-                                                 unit="batch", dynamic_ncols=True)]
+    feats, kept, skipped = [], [], []
+    for batch in tqdm(loader, desc="extracting features", unit="batch", dynamic_ncols=True):
+        good = [(i, im) for i, im in batch if not isinstance(im, str)]
+        for i, reason in ((i, im) for i, im in batch if isinstance(im, str)):
+            if args.strict:
+                sys.exit(f"Unreadable image {paths[i]} ({reason}); without --strict it would "
+                         "be skipped")
+            logger.warning("Skipping unreadable image %s (%s)", paths[i], reason)
+            skipped.append({"path": paths[i], "reason": reason})
+        if good:
+            feats.append(extractor([im for _, im in good]))
+            kept.extend(i for i, _ in good)
+    if not kept:
+        sys.exit(f"None of the {len(paths)} images could be read")
     features = torch.cat(feats).numpy().astype(np.float32)
+    items, paths = [items[i] for i in kept], [paths[i] for i in kept]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "features.npy", features)
@@ -143,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         "weights": args.weights or cfg.MODEL.WEIGHTS,
         "flip": bool(args.flip),
         "normalize": not args.no_normalize,
+        "skipped": skipped,
     }
     (out / "metadata.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     print(f"Wrote {features.shape[0]} x {features.shape[1]} features to {out / 'features.npy'} "
-          f"and {out / 'metadata.json'}")
+          f"and {out / 'metadata.json'}"
+          + (f" ({len(skipped)} unreadable image(s) skipped, listed there)" if skipped else ""))
     return 0
 
 

@@ -18,11 +18,15 @@ from .datasets.bases import UnreadableImageError
 __all__ = ["ReIDImageDataset", "collate_batch", "read_image"]
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
+def read_image(path: str | os.PathLike, reduce_to: tuple[int, int] | None = None) -> Image.Image:
     """Read an image as RGB.
 
     Args:
         path: image file.
+        reduce_to: ``(height, width)`` the image will be resized to. A JPEG more than 8 times
+            larger per side is then decoded at a reduced scale (PIL's ``draft``: 1/2 to 1/8,
+            never below 4 times this size), so a huge photo never needs its full-resolution
+            pixels in memory. Smaller images decode exactly as without it.
 
     Returns:
         The decoded RGB image.
@@ -37,6 +41,9 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         raise FileNotFoundError(f"Image not found: {path}")
     try:
         with Image.open(path) as im:
+            if reduce_to is not None:
+                h, w = reduce_to
+                im.draft("RGB", (4 * w, 4 * h))
             return im.convert("RGB")
     except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear error
         raise UnreadableImageError(

@@ -72,3 +72,29 @@ def test_cross_eval_and_extract_features_end_to_end(tmp_path):
     for name in ("distance_hist.png", "roc.png", "tsne.png", "results.json"):
         assert (vis / name).stat().st_size > 0
     assert len(list((vis / "ranked").glob("ranked_*.png"))) == 2
+
+
+def test_extract_features_skips_and_names_unreadable_images(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 20, 3), dtype=np.uint8)).save(
+            images / f"ok{k}.jpg")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = tmp_path / "feats"
+    args = [sys.executable, str(ROOT / "tools" / "extract_features.py"), "--config-file", CONFIG,
+            "--images", str(images), "--output", str(out), "--device", "cpu",
+            "--num-workers", "2"]
+    stdout = _run(*args[1:], *TINY)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["count"] == 3 and len(meta["paths"]) == 3
+    assert np.load(out / "features.npy").shape[0] == 3
+    assert [s["path"] for s in meta["skipped"]] == [str(images / "broken.jpg")]
+    assert "1 unreadable image(s) skipped" in stdout
+    strict = subprocess.run([*args, "--strict", *TINY], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert strict.returncode == 1 and "broken.jpg" in strict.stderr
+    assert "Traceback" not in strict.stderr
