@@ -148,6 +148,26 @@ def test_custom_dataset_format_errors(data_root, content, match):
         build_dataset("CustomDataset", root=str(data_root))
 
 
+def test_custom_dataset_bom_extra_values_overlap_and_outside_paths(data_root, tmp_path, caplog):
+    base = data_root / "custom"
+    for i in range(3):
+        write_jpeg(base / f"img{i}.jpg", i)
+    outside = tmp_path / "elsewhere" / "far.jpg"
+    write_jpeg(outside, 7)
+    # A spreadsheet export: byte-order mark, an extra named column.
+    rows = ("path,pid,camid,split,note\nimg0.jpg,1,0,query,x\nimg0.jpg,1,1,gallery,\n"
+            f"img1.jpg,2,1,gallery,\n{outside},3,0,gallery,\n")
+    (base / "list.csv").write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    with caplog.at_level("WARNING"):
+        ds = build_dataset("CustomDataset", root=str(data_root))
+    assert len(ds.query) == 1 and len(ds.gallery) == 3
+    assert "both query and gallery" in caplog.text and "outside" in caplog.text
+    # More values than the header names: the line is named, no raw error.
+    (base / "list.csv").write_text("path,pid,camid,split\nimg0.jpg,1,0,query,extra\n")
+    with pytest.raises(DatasetFormatError, match=r"list.csv:2: 5 values but the header names 4"):
+        build_dataset("CustomDataset", root=str(data_root))
+
+
 def test_custom_dataset_num_cams_range(data_root):
     make_custom(data_root)
     with pytest.raises(DatasetFormatError, match=r"camid 2 out of range \(0..1\)"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Sequence
 
@@ -18,7 +19,10 @@ from .registry import register_dataset
 
 __all__ = ["CustomDataset"]
 
+logger = logging.getLogger(__name__)
+
 _SPLITS = ("train", "query", "gallery")
+_EXTRA = "\0extra"  # csv.DictReader's key for values beyond the header's columns
 
 
 @register_dataset
@@ -31,6 +35,10 @@ class CustomDataset(ReIDDataset):
       ``train``, ``query`` or ``gallery``;
     * or one file per split, ``train.csv``, ``query.csv``, ``gallery.csv``, with columns
       ``path,pid,camid`` (missing files mean empty splits).
+
+    The files may start with a UTF-8 byte-order mark (spreadsheet exports). Images listed
+    outside the data set's folder (absolute paths, ``..``) are read as listed, with a warning;
+    an image listed as both query and gallery is kept, with a warning.
 
     ``path`` is relative to the folder of the CSV file (or absolute); ``pid`` is an integer
     identity (``-1`` marks junk images, which are dropped; ``0`` may be used for distractors);
@@ -100,6 +108,7 @@ class CustomDataset(ReIDDataset):
             raise EmptySplitError(
                 f"CustomDataset: the list files in {self.dataset_dir} list no image."
             )
+        self._warn_overlaps(splits)
         # Which splits are needed depends on the job (train here, evaluate elsewhere, or the
         # reverse); the loaders check the split they use.
         self.required_splits = ()
@@ -108,14 +117,32 @@ class CustomDataset(ReIDDataset):
             verify_images=verify_images, strict=strict,
         )
 
+    def _warn_overlaps(self, splits: dict[str, list[Item]]) -> None:
+        """Warn about lists that are legal but usually mistakes (they are kept as given)."""
+        both = {it[0] for it in splits["query"]} & {it[0] for it in splits["gallery"]}
+        if both:
+            logger.warning(
+                "CustomDataset: %d image(s) are both query and gallery (e.g. %s); each such "
+                "query finds itself at distance 0 unless its gallery copy has the same camera "
+                "id, which the protocol then ignores", len(both), sorted(both)[0])
+        root = os.path.realpath(self.dataset_dir)
+        outside = [it[0] for items in splits.values() for it in items
+                   if os.path.commonpath([root, os.path.realpath(it[0])]) != root]
+        if outside:
+            logger.warning(
+                "CustomDataset: %d listed image(s) lie outside %s (e.g. %s); they are read as "
+                "listed. Check the list if it comes from someone else.", len(outside),
+                self.dataset_dir, outside[0])
+
     def _read_csv(self, path: str, *, with_split: bool) -> list[tuple[str, Item]]:
         needed: Sequence[str] = ("path", "pid", "camid", "split") if with_split else (
             "path", "pid", "camid")
         base = os.path.dirname(path)
         out: list[tuple[str, Item]] = []
-        with open(path, encoding="utf-8", newline="") as f:
+        # utf-8-sig: spreadsheet programs start their CSV exports with a byte-order mark.
+        with open(path, encoding="utf-8-sig", newline="") as f:
             lines = (ln for ln in f if ln.strip() and not ln.lstrip().startswith("#"))
-            reader = csv.DictReader(lines)
+            reader = csv.DictReader(lines, restkey=_EXTRA)
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in needed if c not in header]
             if missing:
@@ -124,8 +151,13 @@ class CustomDataset(ReIDDataset):
                     f"missing {', '.join(missing)} (found {header})."
                 )
             for row in reader:
-                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
                 where = f"{path}:{reader.line_num}"
+                if _EXTRA in row:
+                    raise DatasetFormatError(
+                        f"CustomDataset: {where}: {len(header) + len(row[_EXTRA])} values but "
+                        f"the header names {len(header)} columns ({','.join(header)}); quote "
+                        "paths that contain commas")
+                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
                 try:
                     pid, cam = int(row["pid"]), int(row["camid"])
                 except ValueError as e:
