@@ -79,7 +79,9 @@ def test_domains_differ(synth_root):
     assert a.keys() == b.keys() and not set(a.values()) & set(b.values())
 
 
-def test_reused_then_regenerated_on_new_parameters(tmp_path, monkeypatch):
+def test_reused_and_other_parameters_never_replace_a_tree(tmp_path, monkeypatch):
+    """Two jobs with different DATASETS.SYNTHETIC on one root: the second gets its own folder,
+    keyed by its parameters, and the first job's tree is left as it was."""
     root = str(tmp_path)
     path = generate_domain(root, "SyntheticA", **SYNTH_KW)
     before = file_digests(path)
@@ -90,14 +92,18 @@ def test_reused_then_regenerated_on_new_parameters(tmp_path, monkeypatch):
     assert calls == []  # reused
     build_dataset("SyntheticA", root=root, **SYNTH_KW)
     assert calls == []
-    generate_domain(root, "SyntheticA", **{**SYNTH_KW, "imgs_per_cam": 1})
+    other = generate_domain(root, "SyntheticA", **{**SYNTH_KW, "imgs_per_cam": 1})
+    assert len(calls) == 1 and os.path.basename(other).startswith("SyntheticA+")
+    assert file_digests(path) == before  # the first job's tree is untouched
+    assert _manifest(other)["params"]["imgs_per_cam"] == 1
+    ds = build_dataset("SyntheticA", root=root, **{**SYNTH_KW, "imgs_per_cam": 1})
+    assert ds.dataset_dir == other
+    assert generate_domain(root, "SyntheticA", **{**SYNTH_KW, "imgs_per_cam": 1}) == other
     assert len(calls) == 1
-    assert _manifest(path)["params"]["imgs_per_cam"] == 1
-    assert file_digests(path) != before
-    # A deleted file makes the tree incomplete: regenerated.
+    # A deleted file makes a tree incomplete: regenerated in place.
     victim = os.path.join(path, "query", sorted(os.listdir(os.path.join(path, "query")))[0])
     os.remove(victim)
-    generate_domain(root, "SyntheticA", **{**SYNTH_KW, "imgs_per_cam": 1})
+    assert generate_domain(root, "SyntheticA", **SYNTH_KW) == path
     assert len(calls) == 2 and os.path.isfile(victim)
     assert [e for e in os.listdir(root) if e.startswith(".")] == []  # no temp folders left
 

@@ -25,6 +25,7 @@ Market-1501 tree and naming (``<root>/<Domain>/{bounding_box_train,query,boundin
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import json
 import logging
 import math
@@ -793,6 +794,8 @@ def _materialize(root: str, folder: str, params: dict, write: Callable[[str], di
         The tree's folder.
     """
     root = os.path.abspath(root)
+    if not force:
+        folder = _folder_for(root, folder, params)
     target = os.path.join(root, folder)
     if not force and _is_complete(target, params):
         return target
@@ -829,6 +832,28 @@ def _materialize(root: str, folder: str, params: dict, write: Callable[[str], di
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _folder_for(root: str, folder: str, params: dict) -> str:
+    """The folder that holds (or will hold) the tree generated with ``params``.
+
+    The plain name belongs to the parameters first generated there. A complete tree of other
+    parameters (same generator version) is never replaced, since another job may be reading
+    it: other parameters get ``<folder>+<hash of the parameters>``. Incomplete trees and trees
+    of an older generator version are rewritten in place.
+    """
+    path = os.path.join(root, folder)
+    man = _read_manifest(path)
+    held = man.get("params") if isinstance(man, dict) else None
+    if (not isinstance(held, dict) or held == params
+            or held.get("generator_version") != params.get("generator_version")
+            or not _is_complete(path, held)):
+        return folder
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    keyed = f"{folder}+{digest}"
+    logger.info("%s holds %s generated with other parameters; using %s for these", path,
+                folder, keyed)
+    return keyed
 
 
 def _remove_stale_temps(root: str, name: str, max_age_s: float = 3600.0) -> None:
