@@ -15,6 +15,7 @@ from torch import nn
 from .config import CfgNode, get_cfg
 from .engine.defaults import resolve_device
 from .engine.inference import build_inference_model
+from .evaluation.checks import check_finite_rows
 
 logger = logging.getLogger("reid_pbn")
 
@@ -129,6 +130,9 @@ class FeatureExtractor:
 
         Returns:
             A float32 tensor (N, D) on the CPU.
+
+        Raises:
+            ValueError: no images, or features with NaN or inf (the message names the images).
         """
         n = images.size(0) if torch.is_tensor(images) else len(images)
         if n == 0:
@@ -141,4 +145,14 @@ class FeatureExtractor:
                 f = (f + self.model(torch.flip(x, dims=[3])).float()) / 2
             out.append(f.cpu())
         feats = torch.cat(out)
+        # A NaN pixel or an unstable model gives NaN features that would silently poison every
+        # distance and index built from them: refuse them here, naming the images.
+        named = not torch.is_tensor(images)
+        check_finite_rows(
+            feats, "features",
+            label=lambda i: (f"image {i} ({images[i]})"
+                             if named and isinstance(images[i], (str, os.PathLike))
+                             else f"image {i}"),
+            hint="Check these images (a NaN pixel in a float tensor?) and the model's weights",
+        )
         return F.normalize(feats, dim=1) if self.normalize else feats

@@ -137,3 +137,26 @@ def test_huge_jpeg_is_decoded_at_a_reduced_scale(tmp_path):
     assert out.returncode == 0, out.stderr
     n, grown_kib = map(int, out.stdout.split())
     assert n == 1 and grown_kib < 60 * 1024, grown_kib
+
+
+class _NaNForSecond(torch.nn.Module):
+    """Stands in for a model that returns NaN features for the second image of a batch."""
+
+    def forward(self, x):
+        f = x.mean(dim=(2, 3))
+        f[1:2] = float("nan")
+        return f
+
+
+def test_non_finite_features_are_refused_naming_the_images(extractor, arrays, tmp_path):
+    x = torch.from_numpy(np.stack(arrays[:3])).permute(0, 3, 1, 2).float() / 255
+    x[2, 0, 5, 5] = float("nan")  # one NaN pixel poisons the whole feature vector
+    with pytest.raises(ValueError, match=r"features: NaN or inf in 1 of 3 rows \(image 2\)"):
+        extractor(x)
+    paths = []
+    for i, a in enumerate(arrays[:2]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(a).save(paths[-1])
+    fe = FeatureExtractor(cfg=extractor.cfg, model=_NaNForSecond(), device="cpu")
+    with pytest.raises(ValueError, match=r"\(image 1 \(.*1\.png\)\)\. Check these images"):
+        fe(paths)

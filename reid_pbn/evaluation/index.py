@@ -1,5 +1,5 @@
 """Retrieval index on FAISS: gallery features plus metadata, exact or approximate search,
-GPU sharding when FAISS sees GPUs, and a checked on-disk format without pickle.
+search on this process's GPU when FAISS sees one, and a checked on-disk format without pickle.
 
 On-disk layout of ``ReIDIndex.save(dir)``::
 
@@ -7,8 +7,12 @@ On-disk layout of ``ReIDIndex.save(dir)``::
     dir/metadata.json   {"format_version": 1, "dim", "type", "metric", "count", "params",
                          "pids", "camids", "paths", "index_file", "sha256", "faiss_version"}
 
-``ReIDIndex.load(dir)`` checks the version, the SHA-256 of the index file, and that the index
-agrees with the metadata (dimension, count) before using it.
+Saving replaces ``dir`` atomically (a new folder is written and fsynced beside it, then swapped
+in; see :mod:`._atomic_dir`). ``ReIDIndex.load(dir)`` treats the folder as untrusted: every
+metadata field is checked (:func:`._index_store.parse_metadata`), ``index_file`` must be a plain
+file in the folder, the SHA-256 must match, and the FAISS file's structure is walked and checked
+against the metadata and its own size (:func:`._index_format.inspect_faiss_file`) before FAISS
+reads it; the loaded index's type, metric, dimension and count are checked once more after.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,18 +31,35 @@ import faiss
 import numpy as np
 import torch
 
+from ._atomic_dir import folder_lock, fsync_dir, new_sibling, recover, recover_locked, swap_in
+from ._index_format import IndexFormatError
+from ._index_store import (
+    INDEX_FILE,
+    METADATA_FILE,
+    FolderReplacedError,
+    check_replaceable,
+    open_plain_file,
+    parse_metadata,
+    read_checked_index,
+    write_synced,
+)
+from .checks import FEATURES_HINT, OVERFLOW_HINT, check_finite_rows
+from .metrics import l2_normalize
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReIDIndex", "IndexFormatError", "exact_knn", "INDEX_TYPES", "FORMAT_VERSION"]
+__all__ = [
+    "ReIDIndex", "IndexFormatError", "exact_knn", "INDEX_TYPES", "FORMAT_VERSION", "MISSING_ID",
+]
 
 FORMAT_VERSION = 1
 INDEX_TYPES = ("Flat", "IVFFlat", "IVFPQ", "HNSW")
-INDEX_FILE = "index.faiss"
-METADATA_FILE = "metadata.json"
-
-
-class IndexFormatError(ValueError):
-    """An index directory is missing a file, damaged, or from an unsupported format version."""
+# Squared norms above this can make squared L2 distances overflow float32 (see _check_l2_range).
+_MAX_SQ_NORM = float(np.finfo(np.float32).max) / 4
+#: Position returned by :meth:`ReIDIndex.search` where a query has fewer results than asked.
+#: FAISS returns -1 there, which ``pids[-1]`` would silently read as the last item; this value
+#: raises IndexError when used to index a list, a numpy array or a tensor.
+MISSING_ID = int(np.iinfo(np.int64).max)
 
 
 def _num_gpus() -> int:
@@ -89,13 +111,38 @@ def _use_gpu_for(k: int, use_gpu: bool) -> bool:
 
 
 def _as_float32(x, name: str) -> np.ndarray:
+    """A contiguous float32 (N, D) copy or view of ``x``, refused when a row is not finite."""
     if isinstance(x, torch.Tensor):
         # numpy has no bfloat16: convert on the tensor's side first.
         x = x.detach().to(torch.float32).cpu().numpy()
     arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D (N, D), got shape {arr.shape}")
+    # A NaN gallery vector is never found and a NaN query gets -1 ids with infinite distances:
+    # refuse them, naming the rows, before FAISS sees them.
+    check_finite_rows(arr, name, hint=FEATURES_HINT)
     return arr
+
+
+def _check_l2_range(x: np.ndarray, name: str) -> None:
+    """Refuses vectors whose squared L2 distances could overflow float32.
+
+    FAISS computes ``|q|^2 + |g|^2 - 2 q.g`` in float32; when that overflows it keeps no result
+    at all and returns -1 ids, silently. Squared norms up to a quarter of float32's maximum
+    (norms up to ~9.2e18) keep every distance finite, since ``|q - g|^2 <= 2|q|^2 + 2|g|^2``.
+    """
+    step = 1 << 16  # float64 squares of a bounded block, not of the whole array
+    for start in range(0, len(x), step):
+        sq = np.square(x[start:start + step], dtype=np.float64).sum(axis=1)
+        bad = np.flatnonzero(sq > _MAX_SQ_NORM)
+        if len(bad):
+            shown = ", ".join(f"row {start + int(i)}" for i in bad[:5])
+            raise ValueError(
+                f"{name} are too large for metric='euclidean' ({shown}: norm "
+                f"{math.sqrt(sq[bad[0]]):.3g}, at most {math.sqrt(_MAX_SQ_NORM):.3g}): their "
+                "squared distances overflow float32. L2-normalize the features or use "
+                "metric='cosine'"
+            )
 
 
 def exact_knn(
@@ -128,14 +175,6 @@ def exact_knn(
     return values, indices.astype(np.int64, copy=False)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class ReIDIndex:
     """A FAISS index over gallery features with their identities, cameras and image paths.
 
@@ -145,9 +184,10 @@ class ReIDIndex:
 
     Index types: ``"Flat"`` (exact), ``"IVFFlat"`` and ``"IVFPQ"`` (inverted lists, need
     :meth:`train`; the first :meth:`add` trains on its vectors when not trained yet) and
-    ``"HNSW"`` (graph, CPU only). Training, adds and saving work on a CPU index; with
-    ``use_gpu`` and ``faiss.get_num_gpus() > 0`` searches run on a clone of it on this process's
-    current CUDA device (with one cached ``StandardGpuResources``; made again
+    ``"HNSW"`` (graph, CPU only). Non-finite features are refused by :meth:`add`,
+    :meth:`train` and :meth:`search`, naming the rows. Training, adds and saving work on a CPU
+    index; with ``use_gpu`` and ``faiss.get_num_gpus() > 0`` searches run on a clone of it on
+    this process's current CUDA device (with one cached ``StandardGpuResources``; made again
     after an ``add``) for ``k <= GPU_MAX_K``, otherwise on the CPU index.
 
     Args:
@@ -277,8 +317,10 @@ class ReIDIndex:
                 f"{name} have dimension {x.shape[1]} but the index holds {self.dim}-d vectors"
             )
         if self.metric == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = x / np.maximum(norms, 1e-12)
+            # The same normalization as the metrics (no overflow for very large features).
+            x = l2_normalize(torch.from_numpy(x)).numpy()
+        else:
+            _check_l2_range(x, name)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     @property
@@ -295,7 +337,7 @@ class ReIDIndex:
                 ``2 ** pq_nbits``.
 
         Raises:
-            ValueError: too few vectors or wrong dimension.
+            ValueError: too few vectors, wrong dimension, or non-finite rows (named).
         """
         x = self._prepare(feats, "training features")
         if self.index_type in ("Flat", "HNSW"):
@@ -327,7 +369,9 @@ class ReIDIndex:
             paths: image paths (N,); "" when not given.
 
         Raises:
-            ValueError: wrong dimension or metadata length.
+            ValueError: wrong dimension, metadata length, non-finite rows, or (euclidean)
+                rows whose squared distances could overflow float32 (the message names the
+                first rows; nothing is added).
         """
         x = self._prepare(feats, "features")
         n = len(x)
@@ -360,21 +404,33 @@ class ReIDIndex:
         return self.count
 
     # -- search -------------------------------------------------------------------------------
-    def search(self, query_feats, k: int) -> tuple[np.ndarray, np.ndarray]:
+    #: See :data:`MISSING_ID`.
+    MISSING = MISSING_ID
+
+    def search(
+        self, query_feats, k: int, *, return_valid: bool = False
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The k nearest gallery items of every query.
 
         Args:
             query_feats: (M, dim) query features.
             k: neighbours per query; capped at the number of indexed vectors.
+            return_valid: also return the mask of real results.
 
         Returns:
-            ``(distances, indices)``, numpy arrays of shape (M, k'): float32 distances (cosine
-            distance or squared L2, closest first) and int64 positions in the index (use
-            :attr:`pids`, :attr:`camids`, :attr:`paths` to look them up). Approximate indexes
-            may return -1 (with an infinite distance) when they find fewer than k'.
+            ``(distances, indices)``, numpy arrays of shape (M, k') with ``k' = min(k, len(self))``:
+            float32 distances (cosine distance or squared L2, closest first) and int64 positions
+            in the index (look them up with :meth:`lookup`, or in :attr:`pids`, :attr:`camids`,
+            :attr:`paths`). Approximate indexes can find fewer than k' items for a query (IVF
+            visits only ``nprobe`` lists, an HNSW search may not reach k' nodes); those trailing
+            slots hold the distance ``inf`` and the position :attr:`MISSING` (``2**63 - 1``),
+            never FAISS's ``-1``: indexing a list or array with it raises IndexError instead of
+            silently returning the last item. With ``return_valid=True``, a third (M, k') bool
+            array is True exactly where a slot holds a real result.
 
         Raises:
-            ValueError: empty index, wrong dimension, or k < 1.
+            ValueError: empty index, wrong dimension, k < 1, non-finite query rows (named), or
+                (euclidean) query rows whose squared distances could overflow float32.
         """
         if self.count == 0:
             raise ValueError("the index is empty; add() gallery features first")
@@ -386,28 +442,117 @@ class ReIDIndex:
             self._index.hnsw.efSearch = max(self.ef_search, k)
         dist, idx = self._search_index(k).search(x, k)
         dist = dist.astype(np.float32, copy=False)
-        missing = idx < 0
+        idx = idx.astype(np.int64, copy=False)
+        valid = idx >= 0
+        if (idx >= self.count).any():
+            raise RuntimeError(
+                f"internal error: FAISS returned positions beyond the index's {self.count} vectors"
+            )
         if self.metric == "cosine":
             dist = 1.0 - dist
-        dist[missing] = np.inf
-        return dist, idx.astype(np.int64, copy=False)
+        dist[~valid] = np.inf
+        idx[~valid] = MISSING_ID
+        # Euclidean distances of features above ~1e19 overflow float32 inside FAISS.
+        check_finite_rows(
+            np.where(valid, dist, 0.0), "search distances", label=lambda i: f"query {i}",
+            hint=OVERFLOW_HINT,
+        )
+        return (dist, idx, valid) if return_valid else (dist, idx)
+
+    def lookup(self, indices) -> dict[str, np.ndarray]:
+        """Identities, cameras and image paths of search results.
+
+        Args:
+            indices: positions from :meth:`search` (any shape); :attr:`MISSING` is allowed.
+
+        Returns:
+            A dict of arrays with the shape of ``indices``: ``"pids"`` and ``"camids"`` (int64,
+            -1 where missing), ``"paths"`` (object array of str, ``""`` where missing) and
+            ``"valid"`` (bool, False where missing).
+
+        Raises:
+            IndexError: a position neither in ``[0, len(self))`` nor :attr:`MISSING`, in
+                particular FAISS's ``-1`` (which plain indexing would read as the last item).
+            TypeError: ``indices`` are not integers.
+        """
+        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got {idx.dtype}")
+        idx = idx.astype(np.int64)
+        valid = idx != MISSING_ID
+        wrong = valid & ((idx < 0) | (idx >= self.count))
+        if wrong.any():
+            raise IndexError(
+                f"positions {idx[wrong][:5].tolist()} are not in the index (0..{self.count - 1});"
+                " -1 is FAISS's 'no result' marker, which search() reports as ReIDIndex.MISSING"
+            )
+        found = idx[valid].tolist()
+        pids = np.full(idx.shape, -1, dtype=np.int64)
+        camids = np.full(idx.shape, -1, dtype=np.int64)
+        paths = np.full(idx.shape, "", dtype=object)
+        pids[valid] = [self.pids[i] for i in found]
+        camids[valid] = [self.camids[i] for i in found]
+        paths[valid] = np.array([self.paths[i] for i in found], dtype=object)
+        return {"pids": pids, "camids": camids, "paths": paths, "valid": valid}
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """Writes ``index.faiss`` and ``metadata.json`` (no pickle) into ``directory``.
+        """Writes ``index.faiss`` and ``metadata.json`` (no pickle) into ``directory``, atomically.
+
+        Both files are written and fsynced in a new hidden folder beside ``directory``, which
+        then takes its place in one step (see :mod:`._atomic_dir`). At every moment
+        ``directory`` holds the complete old index or the complete new one, also when the save
+        fails (disk full) or the process is killed; leftovers of a killed save are removed by
+        the next save or load. Saves of one folder are serialized by a lock file
+        ``.<name>.reid-index.lock`` beside it. A symbolic link is followed: the folder it
+        points to is replaced and the link kept.
 
         Args:
-            directory: output folder, created if missing.
+            directory: output folder, created with its parents if missing. An existing folder
+                must hold nothing but a ReIDIndex's files, since it is replaced as a whole.
 
         Returns:
             The folder path.
+
+        Raises:
+            ValueError: the index was never trained or filled.
+            FileExistsError: ``directory`` is a file, or a folder holding other files.
+            OSError: writing failed (e.g. disk full); the previous index is untouched.
         """
         if self._index is None:
             raise ValueError("nothing to save: the index was never trained or filled")
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        index_path = out / INDEX_FILE
-        faiss.write_index(self._index, str(index_path))
+        target = Path(directory)
+        if target.is_symlink():
+            target = target.resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with folder_lock(target) as locked:
+            if locked:
+                recover_locked(target)
+            check_replaceable(target)
+            tmp = new_sibling(target)
+            os.mkdir(tmp)
+            try:
+                self._write_files(tmp)
+                swap_in(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return Path(directory)
+
+    def _write_files(self, folder: Path) -> None:
+        """Writes and fsyncs the index file, then the metadata, then the folder entry list."""
+        digest = hashlib.sha256()
+        with open(folder / INDEX_FILE, "xb") as f:
+
+            def write(chunk: bytes) -> int:
+                digest.update(chunk)
+                return f.write(chunk)
+
+            # Through Python's file object: a failed write (ENOSPC) raises here, and the
+            # checksum is computed from the bytes written without reading the file again.
+            faiss.write_index(self._index, faiss.PyCallbackIOWriter(write))
+            f.flush()
+            os.fsync(f.fileno())
         meta = {
             "format_version": FORMAT_VERSION,
             "dim": self.dim,
@@ -419,20 +564,27 @@ class ReIDIndex:
                 "pq_nbits": self.pq_nbits, "hnsw_m": self.hnsw_m, "ef_search": self.ef_search,
             },
             "index_file": INDEX_FILE,
-            "sha256": _sha256(index_path),
+            "sha256": digest.hexdigest(),
             "faiss_version": getattr(faiss, "__version__", "unknown"),
             "pids": self.pids,
             "camids": self.camids,
             "paths": self.paths,
         }
-        tmp = out / (METADATA_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta), encoding="utf-8")
-        tmp.replace(out / METADATA_FILE)
-        return out
+        write_synced(folder / METADATA_FILE, json.dumps(meta).encode("utf-8"))
+        fsync_dir(folder)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, use_gpu: bool = True) -> ReIDIndex:
-        """Reads an index written by :meth:`save`, after checking it.
+        """Reads an index written by :meth:`save`, treating the folder as untrusted.
+
+        Before FAISS reads anything: every metadata field is checked (type, range, presence,
+        list lengths against ``count``); ``index_file`` must be a plain file name of a regular
+        file in the folder (no ``..``, absolute path, subfolder or symbolic link); its SHA-256
+        must match; and the FAISS file's structure is walked and checked against the metadata
+        (type, metric, dimension, count) and against its own size, so it cannot make FAISS
+        allocate more than its bytes pay for. After reading, the index's own type, metric,
+        dimension and count are checked again. The folder is read through one open handle, so
+        a concurrent :meth:`save` (which swaps folders) cannot mix two versions.
 
         Args:
             directory: the folder given to :meth:`save`.
@@ -443,63 +595,45 @@ class ReIDIndex:
 
         Raises:
             FileNotFoundError: the folder, its metadata or its index file is missing.
-            IndexFormatError: unreadable metadata, unsupported version, checksum mismatch, or an
-                index that disagrees with its metadata.
+            IndexFormatError: anything malformed, inconsistent or unsupported; the message
+                names the file and the field.
         """
         folder = Path(directory)
-        meta_path = folder / METADATA_FILE
+        recover(folder.resolve() if folder.is_symlink() else folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"index directory {folder} does not exist")
-        if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"{meta_path} is missing: {folder} is not a ReIDIndex directory (or is damaged)"
-            )
+        for _ in range(3):
+            try:
+                return cls._load_folder(folder, use_gpu)
+            except FolderReplacedError:
+                continue
+        raise IndexFormatError(f"{folder} was replaced three times while being read; try again")
+
+    @classmethod
+    def _load_folder(cls, folder: Path, use_gpu: bool) -> ReIDIndex:
+        """One read of the folder through one open handle (see :meth:`load`)."""
+        meta_path = folder / METADATA_FILE
+        dir_fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise IndexFormatError(f"{meta_path} is not valid JSON: {e}") from e
-        version = meta.get("format_version") if isinstance(meta, dict) else None
-        if version != FORMAT_VERSION:
-            raise IndexFormatError(
-                f"{meta_path} has format_version {version!r}; this reid_pbn reads version "
-                f"{FORMAT_VERSION}"
-            )
-        required = ("dim", "type", "metric", "count", "params", "index_file", "sha256",
-                    "pids", "camids", "paths")
-        missing = [k for k in required if k not in meta]
-        if missing:
-            raise IndexFormatError(f"{meta_path} lacks the keys {missing}")
-        index_path = folder / meta["index_file"]
-        if not index_path.is_file():
-            raise FileNotFoundError(f"index file {index_path} is missing")
-        digest = _sha256(index_path)
-        if digest != meta["sha256"]:
-            raise IndexFormatError(
-                f"checksum mismatch for {index_path}: the file is damaged or was replaced "
-                f"(sha256 {digest}, metadata says {meta['sha256']})"
-            )
-        try:
-            cpu_index = faiss.read_index(str(index_path))
-        except RuntimeError as e:
-            raise IndexFormatError(f"FAISS cannot read {index_path}: {e}") from e
-        if cpu_index.d != meta["dim"] or cpu_index.ntotal != meta["count"]:
-            raise IndexFormatError(
-                f"{index_path} holds {cpu_index.ntotal} vectors of dimension {cpu_index.d}, "
-                f"the metadata says {meta['count']} of dimension {meta['dim']}"
-            )
-        n = meta["count"]
-        if not (len(meta["pids"]) == len(meta["camids"]) == len(meta["paths"]) == n):
-            raise IndexFormatError(f"{meta_path}: metadata lists do not have {n} entries")
+            with open_plain_file(folder, dir_fd, METADATA_FILE, "metadata") as f:
+                raw = f.read()
+            meta = parse_metadata(raw, str(meta_path), format_version=FORMAT_VERSION,
+                                  index_types=INDEX_TYPES)
+            index_path = folder / meta["index_file"]
+            with open_plain_file(folder, dir_fd, meta["index_file"], "index") as f:
+                cpu_index = read_checked_index(f, index_path, meta)
+        finally:
+            os.close(dir_fd)
         p = meta["params"]
         obj = cls(
-            meta["dim"], meta["type"], meta["metric"], nlist=p.get("nlist", 0),
-            nprobe=p.get("nprobe", 32), pq_m=p.get("pq_m", 64), pq_nbits=p.get("pq_nbits", 8),
-            hnsw_m=p.get("hnsw_m", 32), ef_search=p.get("ef_search", 128), use_gpu=use_gpu,
+            meta["dim"], meta["type"], meta["metric"], nlist=p["nlist"], nprobe=p["nprobe"],
+            pq_m=p["pq_m"], pq_nbits=p["pq_nbits"], hnsw_m=p["hnsw_m"],
+            ef_search=p["ef_search"], use_gpu=use_gpu,
         )
         obj._set_index(cpu_index)
-        obj.pids = [int(v) for v in meta["pids"]]
-        obj.camids = [int(v) for v in meta["camids"]]
-        obj.paths = [str(v) for v in meta["paths"]]
+        obj.pids = list(meta["pids"])
+        obj.camids = list(meta["camids"])
+        obj.paths = list(meta["paths"])
         return obj
 
     def __repr__(self) -> str:

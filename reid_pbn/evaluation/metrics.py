@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from .checks import FEATURES_HINT, OVERFLOW_HINT, check_finite_rows, check_unit_interval
 from .rank import (
+    DISTANCE_OVERFLOW_HINT,
     PidIndex,
     RankResult,
     as_id_arrays,
@@ -30,8 +31,10 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "METRICS",
     "PairwiseDistance",
+    "as_feature_tensor",
     "compute_distance",
     "evaluate",
+    "l2_normalize",
     "query_expansion",
     "pair_distances",
     "roc_metrics",
@@ -54,16 +57,42 @@ def as_feature_tensor(x, name: str = "features") -> torch.Tensor:
         A float32 tensor on the input's device (CPU for numpy input).
 
     Raises:
-        ValueError: not two-dimensional, or holds NaN/inf.
+        ValueError: not two-dimensional, or holds NaN/inf (the message names the first rows).
     """
     t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     if t.dim() != 2:
         raise ValueError(f"{name} must be 2-D (N, D), got shape {tuple(t.shape)}")
     t = t.to(torch.float32).contiguous()
-    # A row sum is NaN/inf when the row holds NaN/inf; much cheaper than an elementwise mask.
-    if t.numel() and not torch.isfinite(t.sum(dim=1)).all():
-        raise ValueError(f"{name} contain NaN or inf")
+    # float64 values beyond float32's range become inf here, so the check follows the cast.
+    check_finite_rows(t, name, hint=FEATURES_HINT)
     return t
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """L2-normalizes the rows of ``x`` like ``F.normalize(x, dim=1)``, without overflow.
+
+    ``F.normalize`` squares the values in float32: rows with values above ~1.8e19 get an
+    infinite norm and come out as zeros (every cosine distance 1), and rows below ~1e-19 get a
+    zero norm. Such rows are divided by their largest magnitude first, which leaves their
+    direction unchanged; all other rows give exactly ``F.normalize``'s bits.
+
+    Args:
+        x: (N, D) float tensor with finite values.
+        eps: lower bound of the norm (as ``F.normalize``); all-zero rows stay zero.
+
+    Returns:
+        The normalized tensor (a new one).
+    """
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    # Below 1e-18 the squares may have lost precision to underflow (tiny but non-zero rows).
+    bad = (~torch.isfinite(norms) | (norms < 1e-18)).flatten()
+    if bad.any():
+        scale = x[bad].abs().amax(dim=1, keepdim=True)
+        x = x.clone()
+        x[bad] = x[bad] / torch.where(scale > 0, scale, torch.ones_like(scale))
+        norms = norms.clone()
+        norms[bad] = torch.linalg.vector_norm(x[bad], dim=1, keepdim=True)
+    return x / norms.clamp_min(eps)
 
 
 def _check_metric(metric: str) -> str:
@@ -76,7 +105,7 @@ class PairwiseDistance:
     """Distances between blocks of queries and a fixed gallery, one formula for every caller.
 
     * ``"cosine"``: ``1 - q_n . g_n`` with L2-normalized features (the gallery is normalized
-      once, as a copy); in [0, 2].
+      once, as a copy, with :func:`l2_normalize`); in [0, 2].
     * ``"euclidean"``: squared Euclidean distance ``|q|^2 + |g|^2 - 2 q . g`` (fast-reid's
       formula; same order as the plain distance).
 
@@ -92,7 +121,7 @@ class PairwiseDistance:
         self.metric = _check_metric(metric)
         g = gallery_feats
         if metric == "cosine":
-            g = F.normalize(g, dim=1)
+            g = l2_normalize(g)
         self.gallery = g.contiguous()
         self.dim = g.shape[1]
         self._g_sq = (g * g).sum(1) if metric == "euclidean" else None
@@ -116,9 +145,11 @@ class PairwiseDistance:
             raise ValueError(
                 f"query features have dimension {query_block.shape[1]}, gallery {self.dim}"
             )
-        q = F.normalize(query_block, dim=1) if self.metric == "cosine" else query_block
+        q = l2_normalize(query_block) if self.metric == "cosine" else query_block
         if self._g_np is not None:
-            s = torch.from_numpy(np.matmul(q.contiguous().numpy(), self._g_np.T))
+            # Overflow is reported by the callers' finiteness checks, with what to do about it.
+            with np.errstate(over="ignore", invalid="ignore"):
+                s = torch.from_numpy(np.matmul(q.contiguous().numpy(), self._g_np.T))
         else:
             s = torch.mm(q, self.gallery.t())
         if self.metric == "cosine":
@@ -195,6 +226,9 @@ def query_expansion(
 
     Returns:
         The expanded ``(query_feats, gallery_feats)``, float32 CPU tensors (not normalized).
+
+    Raises:
+        ValueError: non-finite input features, or expanded features that overflow float32.
     """
     from .index import exact_knn
 
@@ -204,15 +238,20 @@ def query_expansion(
     feats = torch.cat([q, g]).numpy()
     k = max(1, min(qe_k, feats.shape[0]))
     for _ in range(qe_times):
-        normed = F.normalize(torch.from_numpy(feats), dim=1).numpy()
+        normed = l2_normalize(torch.from_numpy(feats)).numpy()
         sims, idx = exact_knn(normed, normed, k, metric="ip", use_gpu=use_gpu)
         weights = np.power(np.clip(sims, 0.0, None), alpha).astype(np.float32)
         out = np.empty_like(feats)
         step = max(1, (64 << 20) // max(1, k * feats.shape[1] * 4))
-        for s in range(0, feats.shape[0], step):
-            nb = feats[idx[s:s + step]]
-            out[s:s + step] = (nb * weights[s:s + step, :, None]).mean(axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            for s in range(0, feats.shape[0], step):
+                nb = feats[idx[s:s + step]]
+                out[s:s + step] = (nb * weights[s:s + step, :, None]).mean(axis=1)
         feats = out
+        # Averages of features near float32's limit can overflow; refuse them here rather than
+        # let inf reach the distances.
+        check_finite_rows(feats, "features after query expansion",
+                          hint="L2-normalize the features before query expansion")
     t = torch.from_numpy(feats)
     return t[:num_q], t[num_q:]
 
@@ -332,10 +371,17 @@ def pair_distances(
     pid_index = PidIndex(gp)
     for start, block in blocks:
         dist = block.cpu().numpy()
+        check_finite_rows(dist, f"{metric} distances", label=lambda i: f"query {i}",
+                          hint=_nonfinite_hint(metric), offset=start, total=len(qp))
         c = dist.shape[0]
         rows, cols = pid_index.pairs(qp[start:start + c])
         sampler(start, dist, rows, cols, gc[cols] != qc[start:start + c][rows])
     return sampler.result()
+
+
+def _nonfinite_hint(metric: str) -> str:
+    """What to do about non-finite distances under ``metric``."""
+    return OVERFLOW_HINT if metric == "euclidean" else DISTANCE_OVERFLOW_HINT
 
 
 def _rank_at(cmc_long: np.ndarray, k: int) -> float:
@@ -400,7 +446,10 @@ def evaluate(
         ``"roc_negatives_subsampled"``.
 
     Raises:
-        ValueError: shapes or lengths disagree, unknown metric, non-finite features.
+        ValueError: shapes or lengths disagree, unknown metric, non-finite features, or
+            non-finite distances (squared euclidean distances overflow float32 for features
+            beyond ~1e19; the message says what to do).
+        RuntimeError: a metric came out outside [0, 1] (an internal error; never reported).
     """
     _check_metric(metric)
     q = as_feature_tensor(query_feats, "query_feats")
@@ -436,7 +485,11 @@ def evaluate(
         blocks = reranker.iter_chunks(chunk_size or None)
     else:
         blocks = _distance_blocks(q, g, metric, chunk_size)
-    res: RankResult = rank_metrics_from_chunks(blocks, qp, gp, qc, gc, max_rank, observers)
+    res: RankResult = rank_metrics_from_chunks(
+        blocks, qp, gp, qc, gc, max_rank, observers,
+        nonfinite_what=("re-ranked distances" if rerank else f"{metric} distances"),
+        nonfinite_hint=_nonfinite_hint(metric),
+    )
 
     out = {
         "mAP": float(res.ap.mean()) if res.num_valid else 0.0,
@@ -453,6 +506,7 @@ def evaluate(
         "rerank": bool(rerank),
         "aqe": bool(aqe),
     }
+    check_unit_interval({k: out[k] for k in ("mAP", "mINP", "cmc", "Rank-1", "Rank-5", "Rank-10")})
     if sampler is not None:
         pos, neg = sampler.result()
         out.update(roc_metrics(pos, neg))

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .checks import OVERFLOW_HINT, check_finite_rows, check_unit_interval
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_rank", "RankResult", "rank_metrics_from_chunks", "auto_chunk_size"]
@@ -27,6 +29,10 @@ __all__ = ["evaluate_rank", "RankResult", "rank_metrics_from_chunks", "auto_chun
 # Working memory per query-gallery pair of a block, in bytes: the float32 distance, the candidate
 # mask, and in the worst case (every item a candidate) its index, row, column, value and two keys.
 BYTES_PER_PAIR = 48
+#: What to do when a given distance matrix holds NaN or inf.
+DISTANCE_OVERFLOW_HINT = (
+    f"Distances must be finite. {OVERFLOW_HINT}; fix NaN features at their source"
+)
 # Bits of a float32 sort key left for the block row and the gallery column (63 minus the 32
 # distance bits): blocks whose rows do not fit are split.
 _ROW_COL_KEY_BITS = 31
@@ -325,8 +331,15 @@ def rank_metrics_from_chunks(
     g_camids: np.ndarray,
     max_rank: int,
     observers: Iterable = (),
+    *,
+    nonfinite_what: str = "distances",
+    nonfinite_hint: str = "",
 ) -> RankResult:
     """Runs the protocol over distance blocks given in query order.
+
+    Every block is checked for NaN and inf first: the rank engine orders distances by their
+    bits, so non-finite values would give ranks (and an mAP above 1) instead of an error.
+    The CMC, AP and INP are checked to lie in [0, 1] before they are returned.
 
     Args:
         chunks: ``(first_query_index, dist_block)`` pairs covering all queries in order; a block
@@ -338,9 +351,15 @@ def rank_metrics_from_chunks(
         max_rank: CMC length, already checked against the gallery size.
         observers: callables ``f(start, dist, rows, cols, is_match)`` that see each block (numpy)
             and its same-identity pairs (used to sample verification pairs in the same pass).
+        nonfinite_what: what the distances are, for the error message.
+        nonfinite_hint: what the caller can do about non-finite distances, for the message.
 
     Returns:
         The collected :class:`RankResult`.
+
+    Raises:
+        ValueError: a block holds NaN or inf (the message names the first queries).
+        RuntimeError: a metric came out outside [0, 1] (an internal error, never reported).
     """
     pid_index = PidIndex(g_pids)
     stats = _RankStats()
@@ -351,6 +370,8 @@ def rank_metrics_from_chunks(
         dist = block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else block
         if dist.dtype not in (np.float32, np.float64):
             dist = dist.astype(np.float32)
+        check_finite_rows(dist, nonfinite_what, label=lambda i: f"query {i}",
+                          hint=nonfinite_hint, offset=start, total=len(q_pids))
         c = dist.shape[0]
         rows, cols = pid_index.pairs(q_pids[start:start + c])
         is_match = g_camids[cols] != q_camids[start:start + c][rows]
@@ -361,6 +382,7 @@ def rank_metrics_from_chunks(
     if expected != len(q_pids):
         raise ValueError(f"distance blocks cover {expected} queries, expected {len(q_pids)}")
     result = stats.result(max_rank, len(g_pids))
+    check_unit_interval({"CMC": result.cmc, "AP": result.ap, "INP": result.inp})
     if result.num_valid == 0:
         logger.warning(
             "No query has a true match in the gallery (same identity, other camera); all "
@@ -413,7 +435,8 @@ def evaluate_rank(
         query in query order (float64).
 
     Raises:
-        ValueError: shapes disagree, or the matrix holds NaN.
+        ValueError: shapes disagree, or the matrix holds NaN or inf (the message names the
+            first query rows).
     """
     if isinstance(distmat, torch.Tensor):
         distmat = distmat.detach().cpu().numpy()
@@ -431,9 +454,10 @@ def evaluate_rank(
         )
     if num_g == 0:
         raise ValueError("the gallery is empty")
-    if np.isnan(dm).any():
-        raise ValueError("distmat contains NaN")
     max_rank = check_max_rank(max_rank, num_g)
     chunk = auto_chunk_size(num_g, max(num_q, 1))
-    res = rank_metrics_from_chunks(_iter_rows(dm, chunk), qp, gp, qc, gc, max_rank)
+    res = rank_metrics_from_chunks(
+        _iter_rows(dm, chunk), qp, gp, qc, gc, max_rank, nonfinite_what="distmat",
+        nonfinite_hint=DISTANCE_OVERFLOW_HINT,
+    )
     return res.cmc, res.ap, res.inp

@@ -35,9 +35,9 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 
-from .metrics import PairwiseDistance, _check_metric, as_feature_tensor
+from .checks import OVERFLOW_HINT, check_finite_rows
+from .metrics import PairwiseDistance, _check_metric, as_feature_tensor, l2_normalize
 from .rank import auto_chunk_size
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,11 @@ def _reciprocal_sets(knn: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _item_label(num_query: int):
+    """Names row i of the stacked (queries, gallery) items as a query or a gallery item."""
+    return lambda i: f"query {i}" if i < num_query else f"gallery item {i - num_query}"
+
+
 class KReciprocalReRanker:
     """Sparse k-reciprocal re-ranking of a query set against a gallery.
 
@@ -88,6 +93,10 @@ class KReciprocalReRanker:
         lambda_value: weight of the original distance in the final distance.
         metric: ``"cosine"`` (features L2-normalized first) or ``"euclidean"``.
         use_gpu: run the FAISS neighbour search on GPUs when FAISS sees any.
+
+    Raises:
+        ValueError: bad parameters, non-finite features, squared distances that overflow
+            float32 (large features under ``"euclidean"``), or features that are all identical.
     """
 
     def __init__(
@@ -114,7 +123,7 @@ class KReciprocalReRanker:
             raise ValueError(f"query features have dimension {q.shape[1]}, gallery {g.shape[1]}")
         x = torch.cat([q, g])
         if metric == "cosine":
-            x = F.normalize(x, dim=1)
+            x = l2_normalize(x)
         self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
         self.num_query, self.num_gallery = q.shape[0], g.shape[0]
         n = x.shape[0]
@@ -124,7 +133,18 @@ class KReciprocalReRanker:
         x_np = x.cpu().numpy()
         num_nb = min(n, max(k1 + 1, k2))
         knn_d2, knn = exact_knn(x_np, x_np, num_nb, metric="l2", use_gpu=use_gpu)
+        # Overflowing squared distances would make the neighbour lists arbitrary and the
+        # re-ranked distances NaN; refuse them here, before any work builds on them.
+        check_finite_rows(knn_d2, "re-ranking: squared distances to the nearest neighbours",
+                          label=_item_label(self.num_query), hint=OVERFLOW_HINT)
         self._row_max = self._farthest(x)
+        check_finite_rows(self._row_max[:, None], "re-ranking: largest squared distances",
+                          label=_item_label(self.num_query), hint=OVERFLOW_HINT)
+        if not (self._row_max > 0).all():
+            raise ValueError(
+                "re-ranking needs at least two distinct features: every feature is identical, "
+                "so the distances cannot be normalized by the farthest item"
+            )
 
         # Expanded k-reciprocal sets: R(i, k1) plus every R(c, k1/2) of a c in R(i, k1) that
         # shares more than 2/3 of its members with R(i, k1).
@@ -230,12 +250,18 @@ class KReciprocalReRanker:
 
         Returns:
             (stop - start, G) float32 array.
+
+        Raises:
+            ValueError: some distance is NaN or inf (named by query).
         """
         orig = self._gallery_dist(self._x[start:stop]).cpu().numpy()
         orig /= self._row_max[start:stop, None]
         out = self._jaccard(start, stop)
         out *= np.float32(1.0 - self.lambda_value)
         out += orig * np.float32(self.lambda_value)
+        # Every consumer (iter_chunks, distances, topk, evaluate) reads blocks from here.
+        check_finite_rows(out, "re-ranked distances", label=lambda i: f"query {i}",
+                          hint=OVERFLOW_HINT, offset=start, total=self.num_query)
         return out
 
     def iter_chunks(self, chunk_size: int | None = None) -> Iterator[tuple[int, np.ndarray]]:

@@ -178,3 +178,109 @@ def test_bfloat16_features_evaluate_like_their_float32_values(rerank):
     a = evaluate(q16, g16, qp, gp, qc, gc, rerank=rerank)
     b = evaluate(q16.float(), g16.float(), qp, gp, qc, gc, rerank=rerank)
     assert a["mAP"] == b["mAP"] and np.array_equal(a["cmc"], b["cmc"])
+
+
+# -- impossible numbers: non-finite distances and metrics outside [0, 1] -----------------------
+
+def _huge(scale, dim=512, seed=0):
+    qf, gf, qp, gp, qc, gc = _data(seed, dim=dim)
+    return qf * np.float32(scale), gf * np.float32(scale), qp, gp, qc, gc
+
+
+@pytest.mark.parametrize("scale,dim", [(1e18, 512), (1e19, 16)], ids=["1e18x512", "1e19x16"])
+@pytest.mark.parametrize(
+    "kwargs,what",
+    [({}, "euclidean distances"), ({"chunk_size": 3}, "euclidean distances"),
+     ({"rerank": {"k1": 6, "k2": 2, "lambda": 0.3}}, "re-ranking"),
+     ({"aqe": {"qe_k": 3}}, "euclidean distances"), ({"roc": True}, "euclidean distances")],
+    ids=["plain", "chunked", "rerank", "aqe", "roc"],
+)
+def test_euclidean_overflow_is_an_error_not_an_impossible_map(scale, dim, kwargs, what):
+    """Features around 1e18 once gave mAP 5.5 under euclidean distances."""
+    qf, gf, qp, gp, qc, gc = _huge(scale, dim)
+    with pytest.raises(ValueError, match=f"{what}.*NaN or inf.*metric='cosine'"):
+        evaluate(qf, gf, qp, gp, qc, gc, metric="euclidean", max_rank=10, **kwargs)
+
+
+def test_every_other_path_refuses_non_finite_distances():
+    qf, gf, qp, gp, qc, gc = _huge(1e19, 16)
+    dist = compute_distance(qf, gf, "euclidean")
+    with pytest.raises(ValueError, match=r"distmat: NaN or inf in \d+ of 25 rows \(query 0"):
+        evaluate_rank(dist, qp, gp, qc, gc, max_rank=10)
+    finite = compute_distance(qf / 1e19, gf / 1e19, "euclidean").numpy()
+    for bad in (np.inf, -np.inf, np.nan):
+        d = finite.copy()
+        d[7, 3] = bad
+        with pytest.raises(ValueError, match=r"distmat: NaN or inf in 1 of 25 rows \(query 7\)"):
+            evaluate_rank(d, qp, gp, qc, gc, max_rank=10)
+    with pytest.raises(ValueError, match="euclidean distances: NaN or inf"):
+        pair_distances(qf, gf, qp, gp, qc, gc, metric="euclidean")
+    with pytest.raises(ValueError, match="re-ranking.*NaN or inf"):
+        re_ranking(qf, gf, 6, 2, 0.3, metric="euclidean")
+    near_max = np.full((4, 8), 3e38, dtype=np.float32)  # averages overflow in float32
+    with pytest.raises(ValueError, match="features after query expansion"):
+        query_expansion(near_max, near_max, qe_k=4, alpha=0.0)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_features_are_refused_naming_rows(bad):
+    qf, gf, qp, gp, qc, gc = _data(1)
+    gf = gf.copy()
+    gf[[2, 40], 0] = bad
+    with pytest.raises(ValueError, match=r"gallery_feats: NaN or inf in 2 of 70 rows "
+                                         r"\(row 2, row 40\)"):
+        evaluate(qf, gf, qp, gp, qc, gc)
+
+def test_float64_features_beyond_float32_are_refused():
+    """float64 features beyond float32's range become inf when cast: refused, not ranked."""
+    qf, gf, qp, gp, qc, gc = _data(1)
+    q64 = qf.astype(np.float64)
+    q64[3] = 1e300
+    with pytest.raises(ValueError, match=r"query_feats: NaN or inf in 1 of 25 rows \(row 3\)"):
+        evaluate(q64, gf, qp, gp, qc, gc)
+
+
+@pytest.mark.parametrize("rerank", [None, {"k1": 6, "k2": 2, "lambda": 0.3}])
+def test_cosine_is_scale_free_even_beyond_float32_squares(rerank):
+    """F.normalize squares in float32: features of 1e20 used to become zeros (all distances 1)."""
+    qf, gf, qp, gp, qc, gc = _data(2)
+    ref = evaluate(qf, gf, qp, gp, qc, gc, rerank=rerank)
+    for scale in (1e20, 1e-25):
+        r = evaluate(qf * np.float32(scale), gf * np.float32(scale), qp, gp, qc, gc,
+                     rerank=rerank)
+        assert r["mAP"] == pytest.approx(ref["mAP"], abs=1e-6)
+        np.testing.assert_allclose(r["cmc"], ref["cmc"], atol=1e-6)
+
+
+def test_metrics_outside_unit_interval_are_an_internal_error(monkeypatch):
+    """If a bug ever produced AP > 1, nothing is reported."""
+    import reid_pbn.evaluation.rank as rank
+
+    real = rank.chunk_match_ranks
+
+    def broken(*args):
+        rows, ranks = real(*args)
+        return rows, ranks // 3  # ranks too small: later matches get precision above 1
+
+    monkeypatch.setattr(rank, "chunk_match_ranks", broken)
+    qf, gf, qp, gp, qc, gc = _data(0)
+    with pytest.raises(RuntimeError, match=r"internal error: AP has \d+ value\(s\) outside"):
+        evaluate(qf, gf, qp, gp, qc, gc)
+    with pytest.raises(RuntimeError, match="internal error"):
+        evaluate_rank(compute_distance(qf, gf), qp, gp, qc, gc)
+
+
+def test_check_helpers():
+    from reid_pbn.evaluation.checks import check_unit_interval, nonfinite_rows
+
+    x = np.ones((4, 3), dtype=np.float64)
+    x[1] = 1e308  # the float64 row sum overflows, the values are finite
+    x[2, 1] = np.nan
+    assert nonfinite_rows(x).tolist() == [2]
+    assert nonfinite_rows(torch.from_numpy(x)).tolist() == [2]
+    assert nonfinite_rows(np.full((2, 2), 3e38, dtype=np.float32)).tolist() == []
+    assert nonfinite_rows(np.zeros((3, 2), dtype=np.int64)).tolist() == []
+    check_unit_interval({"mAP": 1.0, "cmc": np.array([0.0, 0.5, 1.0])})
+    for bad in (1.0000001, -0.1, float("nan")):
+        with pytest.raises(RuntimeError, match="mINP"):
+            check_unit_interval({"mINP": bad})

@@ -222,3 +222,92 @@ def test_bfloat16_features_index_and_search(data):
     ref = ReIDIndex(32, "Flat", use_gpu=False)
     ref.add(g16.float(), pids=pids[:300])
     np.testing.assert_array_equal(index.search(q16, 5)[1], ref.search(q16.float(), 5)[1])
+
+
+# -- non-finite features and missing results ------------------------------------------------
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_rows_are_refused_by_add_and_search_naming_them(data, bad):
+    gallery, pids, queries = data
+    index = ReIDIndex(32, "Flat", use_gpu=False)
+    index.add(gallery[:100], pids=pids[:100])
+    g = gallery[100:120].copy()
+    g[[3, 11], 5] = bad
+    with pytest.raises(ValueError, match=r"features: NaN or inf in 2 of 20 rows \(row 3, row 11\)"):
+        index.add(g, pids=pids[100:120])
+    assert len(index) == 100 and len(index.pids) == 100  # nothing was added
+    q = queries[:8].copy()
+    q[7, 0] = bad
+    with pytest.raises(ValueError, match=r"query features: NaN or inf in 1 of 8 rows \(row 7\)"):
+        index.search(q, 5)
+    many = np.full((12, 32), np.nan, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"row 4 and 7 more"):
+        index.search(many, 5)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        index.search(torch.from_numpy(q), 5)
+
+
+def test_missing_results_are_masked_never_minus_one(data):
+    """IVF with one probe finds fewer than k items: FAISS says -1, which pids[-1] would read as
+    the last gallery item. search() returns MISSING (indexing with it raises) and inf."""
+    gallery, pids, queries = data
+    index = ReIDIndex(32, "IVFFlat", nlist=40, nprobe=1, use_gpu=False)
+    index.add(gallery, pids=pids, paths=[f"img_{i}.jpg" for i in range(len(gallery))])
+    dist, idx, valid = index.search(queries, 200, return_valid=True)
+    assert (~valid).any() and valid[:, 0].all()  # some queries have fewer than 200 results
+    assert (idx >= 0).all()
+    assert (idx[~valid] == ReIDIndex.MISSING).all() and np.isinf(dist[~valid]).all()
+    assert (idx[valid] < len(index)).all() and np.isfinite(dist[valid]).all()
+    two = index.search(queries, 200)
+    np.testing.assert_array_equal(two[1], idx)
+    row, col = np.argwhere(~valid)[0]
+    with pytest.raises(IndexError):
+        index.pids[idx[row, col]]
+    with pytest.raises(IndexError):
+        np.asarray(index.pids)[idx]
+    meta = index.lookup(idx)
+    np.testing.assert_array_equal(meta["valid"], valid)
+    assert (meta["pids"][~valid] == -1).all() and (meta["paths"][~valid] == "").all()
+    np.testing.assert_array_equal(meta["pids"][valid], np.asarray(pids)[idx[valid]])
+    assert meta["paths"][row, 0] == f"img_{idx[row, 0]}.jpg"
+
+
+def test_lookup_refuses_faiss_minus_one_and_out_of_range_ids(data):
+    gallery, pids, _ = data
+    index = ReIDIndex(32, "Flat", use_gpu=False)
+    index.add(gallery[:10], pids=pids[:10])
+    with pytest.raises(IndexError, match="-1 is FAISS's 'no result' marker"):
+        index.lookup(np.array([[0, -1]]))
+    with pytest.raises(IndexError, match=r"\[10\]"):
+        index.lookup([10])
+    with pytest.raises(TypeError, match="integers"):
+        index.lookup(np.array([0.0]))
+    out = index.lookup(torch.tensor([[9, 0]]))
+    assert out["pids"].tolist() == [[pids[9], pids[0]]] and out["valid"].all()
+
+
+def test_euclidean_features_whose_distances_overflow_are_refused(data):
+    """FAISS answers overflowing squared distances with no result at all (-1 everywhere)."""
+    gallery, _, queries = data
+    index = ReIDIndex(32, "Flat", metric="euclidean", use_gpu=False)
+    big = gallery[:50].copy()
+    big[[4, 9]] *= 1e20
+    with pytest.raises(ValueError, match=r"too large for metric='euclidean' \(row 4, row 9: "
+                       r"norm .*metric='cosine'"):
+        index.add(big)
+    assert len(index) == 0
+    index.add(gallery[:50] * 1e18)  # norms ~6e18: every squared distance stays finite
+    dist, idx = index.search(queries * 1e18, 3)
+    assert np.isfinite(dist).all() and (idx >= 0).all()
+    with pytest.raises(ValueError, match="query features are too large"):
+        index.search(queries * 1e20, 3)
+
+
+def test_cosine_index_handles_features_too_large_to_square(data):
+    """|x|^2 overflows float32 above ~1.8e19: normalization must not turn them into zeros."""
+    gallery, _, queries = data
+    small = ReIDIndex(32, "Flat", use_gpu=False)
+    small.add(gallery[:200])
+    large = ReIDIndex(32, "Flat", use_gpu=False)
+    large.add(gallery[:200] * 1e30)
+    np.testing.assert_array_equal(large.search(queries * 1e30, 5)[1], small.search(queries, 5)[1])
