@@ -24,9 +24,11 @@ _C.MODEL.DEVICE = "auto"
 _C.MODEL.WEIGHTS = ""
 
 _C.MODEL.BACKBONE = CN()
-# Backbone registry name (reid_pbn.modeling.backbones.BACKBONE_REGISTRY).
+# Backbone registry name (reid_pbn.modeling.backbones.BACKBONE_REGISTRY): "resnet" (with DEPTH,
+# IBN) or torchreid's "osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "osnet_ibn_x1_0",
+# "osnet_ain_x1_0".
 _C.MODEL.BACKBONE.NAME = "resnet"
-# ResNet depth: 18, 34, 50 or 101.
+# ResNet depth: 18, 34, 50 or 101 (not used by OSNet).
 _C.MODEL.BACKBONE.DEPTH = 50
 # Normalization used throughout the backbone: a name of reid_pbn.layers.get_norm ("BN",
 # "SyncBN", "FrozenBN", "GN", "IN", "StochNorm", "PBN", "BGN", "IEBN", "DSBN").
@@ -39,8 +41,34 @@ _C.MODEL.BACKBONE.IBN = ""
 _C.MODEL.BACKBONE.LAST_STRIDE = 1
 # Load ImageNet weights: from PRETRAIN_PATH when set, else through torchvision's weights API.
 _C.MODEL.BACKBONE.PRETRAIN = False
-# Local file with pretrained backbone weights (torchvision ResNet or IBN-Net checkpoint).
+# Local file with pretrained backbone weights (torchvision ResNet, IBN-Net or torchreid ImageNet
+# OSNet checkpoint; OSNet weights load strictly: every key must match).
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
+
+_C.MODEL.BACKBONE.OSNET = CN()
+# Width of torchreid's fc layer (Linear + BatchNorm1d + ReLU after global pooling, part of the
+# backbone as in torchreid, keys fc.*); the backbone then returns (N, FEATURE_DIM, 1, 1). 0 drops
+# fc and returns the conv5 feature map (pretrained fc.* weights are then dropped).
+_C.MODEL.BACKBONE.OSNET.FEATURE_DIM = 512
+
+# Feature-statistics mixing for domain generalization, applied after chosen backbone stages in
+# training only (identity at test time).
+_C.MODEL.BACKBONE.MIX = CN()
+# Mixing layer: "" (none), "MixStyle" (Zhou et al., ICLR 2021) or "EFDMix" (Zhang et al.,
+# CVPR 2022).
+_C.MODEL.BACKBONE.MIX.TYPE = ""
+# Stages after which a mixing layer is applied: ResNet "stem", "layer1".."layer4"; OSNet "conv1"..
+# "conv5" or the ResNet names (layer1 = conv2, layer2 = conv3, ...). The published re-ID settings
+# mix after ResNet's layer1-2 and OSNet's conv2-3, i.e. the default for both.
+_C.MODEL.BACKBONE.MIX.STAGES = ("layer1", "layer2")
+# Probability that a mixing layer mixes in a training forward.
+_C.MODEL.BACKBONE.MIX.P = 0.5
+# Concentration of the Beta(ALPHA, ALPHA) distribution of the per-sample mixing weights.
+_C.MODEL.BACKBONE.MIX.ALPHA = 0.1
+# Partner of each sample: "random" (a shuffle of the batch) or "crossdomain" (a sample of another
+# domain, from the batch's domain labels; without two domains in the batch, the other half of the
+# batch, as the published code assumes).
+_C.MODEL.BACKBONE.MIX.MODE = "random"
 
 # Options of Patch-aware Batch Normalization (used when NORM is "PBN", or DSBN with PBN inside).
 _C.MODEL.BACKBONE.PBN = CN()
@@ -242,6 +270,9 @@ _C.SOLVER.BASE_LR = 3.5e-4
 _C.SOLVER.BIAS_LR_FACTOR = 1.0
 # Learning-rate factor for the classifier and neck (the head's new layers).
 _C.SOLVER.HEADS_LR_FACTOR = 1.0
+# Learning-rate factor for the backbone (pretrained layers): torchreid's staged_lr with
+# base_lr_mult (0.2 in the MixStyle/EFDMix re-ID configs); the head keeps BASE_LR.
+_C.SOLVER.BACKBONE_LR_FACTOR = 1.0
 # SGD momentum.
 _C.SOLVER.MOMENTUM = 0.9
 # Use Nesterov momentum with SGD.

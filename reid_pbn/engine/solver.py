@@ -12,11 +12,14 @@ _OPTIMIZERS = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """Optimizer with per-parameter groups: norm weight decay, bias and head LR factors.
+    """Optimizer with per-parameter groups: norm weight decay, bias, head and backbone LR factors.
+
+    ``BACKBONE_LR_FACTOR`` < 1 gives torchreid's staged learning rates: pretrained (backbone)
+    layers at ``BASE_LR * BACKBONE_LR_FACTOR``, new (head) layers at ``BASE_LR``.
 
     Args:
         cfg: config (reads SOLVER.OPT, BASE_LR, WEIGHT_DECAY, WEIGHT_DECAY_NORM,
-            BIAS_LR_FACTOR, HEADS_LR_FACTOR, MOMENTUM, NESTEROV).
+            BIAS_LR_FACTOR, HEADS_LR_FACTOR, BACKBONE_LR_FACTOR, MOMENTUM, NESTEROV).
         model: the model (unwrapped).
 
     Returns:
@@ -36,6 +39,8 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
             wd = s.WEIGHT_DECAY_NORM if isinstance(module, _NORM_TYPES) else s.WEIGHT_DECAY
             if mod_name.startswith("heads"):
                 lr *= s.HEADS_LR_FACTOR
+            elif mod_name == "backbone" or mod_name.startswith("backbone."):
+                lr *= s.BACKBONE_LR_FACTOR
             if p_name == "bias":
                 lr *= s.BIAS_LR_FACTOR
             groups.setdefault((lr, wd), []).append(p)

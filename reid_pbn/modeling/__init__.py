@@ -1,9 +1,11 @@
-"""The re-ID model: ResNet(-IBN) backbones, the BNNeck head, losses and the Baseline."""
+"""The re-ID model: ResNet(-IBN) and OSNet backbones, the BNNeck head, losses and the Baseline."""
 
 from .backbones import (
     BACKBONE_REGISTRY,
+    OSNet,
     ResNet,
     build_backbone,
+    build_osnet,
     build_resnet,
     load_pretrained_weights,
     read_state_dict,
@@ -23,12 +25,14 @@ __all__ = [
     "BatchNormEmbedding",
     "Baseline",
     "EmbeddingHead",
+    "OSNet",
     "Registry",
     "ResNet",
     "build_backbone",
     "build_head",
     "build_losses",
     "build_model",
+    "build_osnet",
     "build_resnet",
     "load_pretrained_weights",
     "read_state_dict",

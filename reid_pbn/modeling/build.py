@@ -36,11 +36,13 @@ def build_model(cfg, num_classes: int | None = None, num_domains: int = 1) -> nn
         raise ValueError(f"num_classes must be >= 0, got {num_classes}")
     arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
     model = arch.from_config(cfg, num_classes=num_classes, num_domains=num_domains)
+    bb = cfg.MODEL.BACKBONE
+    # DEPTH only means something for ResNet; OSNet names carry their architecture.
+    backbone = f"{bb.NAME}-{bb.DEPTH}" if bb.NAME == "resnet" else bb.NAME
     logger.info(
-        "Built %s (backbone %s-%s): %d classes, %d domain(s), %.2fM parameters",
+        "Built %s (backbone %s): %d classes, %d domain(s), %.2fM parameters",
         cfg.MODEL.META_ARCHITECTURE,
-        cfg.MODEL.BACKBONE.NAME,
-        cfg.MODEL.BACKBONE.DEPTH,
+        backbone,
         num_classes,
         num_domains,
         sum(p.numel() for p in model.parameters()) / 1e6,

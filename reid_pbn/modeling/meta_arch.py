@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..layers import DSBN2d, set_domains
+from ..layers import MIX_LAYERS, DSBN2d, set_domains, set_mix_domains
 from .backbones import build_backbone
 from .bne import BatchNormEmbedding
 from .heads import build_head
@@ -66,6 +66,8 @@ class Baseline(nn.Module):
         domain_norms = [m for m in self.modules() if isinstance(m, DSBN2d)]
         # Domain-specific norms need each sample's domain (training) or BNE (eval).
         self._has_domain_norms = bool(domain_norms)
+        # MixStyle / EFDMix in "crossdomain" mode pick partners by the batch's domain labels.
+        self._has_mixers = any(isinstance(m, tuple(MIX_LAYERS.values())) for m in self.modules())
         self.num_domains = max((m.num_domains for m in domain_norms), default=1)
         self._bne = BatchNormEmbedding(self, **(bne or {})) if self.num_domains > 1 else None
         self.bne_train = bne_train
@@ -129,6 +131,8 @@ class Baseline(nn.Module):
         device = self.device
         images = batch["images"].to(device, non_blocking=True)
         targets = batch["pids"].to(device, non_blocking=True)
+        if self._has_mixers:
+            set_mix_domains(self, batch.get("domains"))
         if self._bne is not None and self.bne_train:
             domains = batch["domains"].to(device, non_blocking=True)
             outputs, _ = self._bne.train_outputs(

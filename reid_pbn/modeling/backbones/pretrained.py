@@ -42,8 +42,9 @@ IBN_NET_URLS = {
 
 # Wrappers used by training frameworks around the actual state_dict, tried in this order.
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
-# Keys of the ImageNet classifier, which a re-ID backbone does not have.
-_DROP_PREFIXES = ("fc.",)
+# Keys of ImageNet classifiers (torchvision's "fc", torchreid's "classifier"): dropped unless the
+# model has such keys itself (torchreid's OSNet keeps its 512-d "fc" embedding in the backbone).
+_CLASSIFIER_PREFIXES = ("fc.", "classifier.")
 # Domain-specific norms keep one inner norm per domain under "<layer>.bns.<d>.".
 _DOMAIN_PART = re.compile(r"(^|\.)bns\.\d+\.")
 
@@ -57,7 +58,8 @@ class LoadReport:
         loaded: model keys that received a value.
         missing: model keys left at their initialization.
         unexpected: checkpoint keys with no place in the model.
-        dropped: checkpoint keys discarded on purpose (the ImageNet classifier ``fc.*``).
+        dropped: checkpoint keys discarded on purpose (an ImageNet classifier, ``fc.*`` or
+            ``classifier.*``, that the model does not have).
     """
 
     source: str
@@ -153,34 +155,42 @@ def _find_source(key: str, state: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def load_pretrained_weights(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "state_dict"
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str = "state_dict",
+    *,
+    strict: bool = False,
 ) -> LoadReport:
     """Copy pretrained weights into ``model`` and log what matched.
 
     ``module.`` prefixes are stripped; a full re-ID checkpoint (``backbone.*`` keys) gives its
-    backbone part; ``fc.*`` is dropped; keys of domain-specific norms (``.bns.<d>.``) take the
-    value of the corresponding plain key, so an ImageNet BN initializes every domain. Loading
-    is non-strict: missing and unexpected keys are reported, not fatal.
+    backbone part; ``fc.*`` and ``classifier.*`` are dropped unless the model has keys with that
+    prefix; keys of domain-specific norms (``.bns.<d>.``) take the value of the corresponding
+    plain key, so an ImageNet BN initializes every domain. By default missing and unexpected
+    keys are reported, not fatal.
 
     Args:
         model: the module to fill (a backbone).
         state_dict: parameter names to tensors (e.g. from ``read_state_dict``).
         source: a description of where the weights came from, for the report.
+        strict: raise instead of loading when a model key is missing from the checkpoint or a
+            checkpoint key (classifier aside) has no place in the model.
 
     Returns:
         The ``LoadReport`` (also logged at INFO level, missing/unexpected at WARNING level).
 
     Raises:
-        ValueError: when a checkpoint tensor's shape differs from the model's; the message
-            names the key and both shapes.
+        ValueError: when a checkpoint tensor's shape differs from the model's (the message
+            names the key and both shapes), or, with ``strict``, when keys do not match.
     """
     own = model.state_dict()
     state = _strip_prefix(dict(state_dict), "module.")
     if not any(k in own for k in state) and any(k.startswith("backbone.") for k in state):
         # A full re-ID model checkpoint: take its backbone part.
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    dropped = sorted(k for k in state if k.startswith(_DROP_PREFIXES))
-    state = {k: v for k, v in state.items() if not k.startswith(_DROP_PREFIXES)}
+    drop = tuple(p for p in _CLASSIFIER_PREFIXES if not any(k.startswith(p) for k in own))
+    dropped = sorted(k for k in state if k.startswith(drop))
+    state = {k: v for k, v in state.items() if not k.startswith(drop)}
 
     mapped: dict[str, torch.Tensor] = {}
     used: set[str] = set()
@@ -198,13 +208,18 @@ def load_pretrained_weights(
         mapped[key] = value
         used.add(src)
 
-    result = model.load_state_dict(mapped, strict=False)
+    # BN's loader fills num_batches_tracked for old checkpoints without it: not "missing".
+    missing = sorted(k for k in own if k not in mapped and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(state) - used)
+    if strict and (missing or unexpected):
+        partial = LoadReport(source, [], missing, unexpected, dropped)
+        raise ValueError(
+            f"{source} does not match the model's key layout (strict loading):\n"
+            + "\n".join(partial.summary().splitlines()[1:])
+        )
+    model.load_state_dict(mapped, strict=False)
     report = LoadReport(
-        source=source,
-        loaded=sorted(mapped),
-        # BN's loader fills num_batches_tracked for old checkpoints without it: not "missing".
-        missing=sorted(k for k in result.missing_keys if not k.endswith("num_batches_tracked")),
-        unexpected=sorted(set(state) - used),
+        source=source, loaded=sorted(mapped), missing=missing, unexpected=unexpected,
         dropped=dropped,
     )
     if report.missing or report.unexpected:

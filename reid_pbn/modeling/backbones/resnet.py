@@ -10,7 +10,7 @@ the last feature map themselves.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -153,6 +153,9 @@ class ResNet(nn.Module):
         last_stride: stride of layer4 (1 doubles the final map's size, the re-ID default).
         norm_stages: stages (of ``STAGES``) whose norms are ``norm``; the others use plain BN.
             None means every stage. A block's downsample norm follows its stage.
+        mixers: modules applied to the output of a stage (of ``STAGES``; "stem" is after the
+            max pool), e.g. MixStyle after layer1; they must hold no parameters or buffers, so
+            the key layout stays torchvision's.
         **norm_kwargs: passed to ``norm`` (not to the plain-BN stages).
 
     Attributes:
@@ -167,6 +170,7 @@ class ResNet(nn.Module):
         ibn: str | None = None,
         last_stride: int = 1,
         norm_stages: Sequence[str] | None = None,
+        mixers: Mapping[str, nn.Module] | None = None,
         **norm_kwargs,
     ) -> None:
         super().__init__()
@@ -178,7 +182,8 @@ class ResNet(nn.Module):
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2, got {last_stride}")
         stages = STAGES if norm_stages is None else tuple(norm_stages)
-        unknown = sorted(set(stages) - set(STAGES))
+        mixers = dict(mixers or {})
+        unknown = sorted((set(stages) | set(mixers)) - set(STAGES))
         if unknown:
             raise ValueError(f"Unknown backbone stages {unknown}; valid stages: {STAGES}")
 
@@ -210,6 +215,7 @@ class ResNet(nn.Module):
             )
             self.add_module(name, layer)
         self.out_channels = 512 * block.expansion
+        self.mixers = nn.ModuleDict(mixers)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -260,10 +266,12 @@ class ResNet(nn.Module):
             Features (N, out_channels, H', W'), with H' = H / 16 for last_stride 1, H / 32 for 2.
         """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+        for stage in STAGES:
+            if stage != "stem":
+                x = getattr(self, stage)(x)
+            if stage in self.mixers:
+                x = self.mixers[stage](x)
+        return x
 
 
 def build_resnet(
@@ -273,6 +281,7 @@ def build_resnet(
     ibn: str | None = None,
     last_stride: int = 1,
     norm_stages: Sequence[str] | None = None,
+    mixers: Mapping[str, nn.Module] | None = None,
     **norm_kwargs,
 ) -> ResNet:
     """Build a ResNet body whose state_dict follows torchvision's / IBN-Net's key layout.
@@ -285,11 +294,18 @@ def build_resnet(
         last_stride: stride of layer4; 2 gives torchvision's ResNet body exactly.
         norm_stages: stages of ``STAGES`` that use ``norm``; the others use plain BN (the PBN
             STAGES option). None means all stages.
+        mixers: parameter-free modules applied after the named stages (MixStyle, EFDMix).
         **norm_kwargs: keyword arguments of ``norm``.
 
     Returns:
         The ``ResNet`` module; ``forward`` maps (N, 3, H, W) to (N, out_channels, H', W').
     """
     return ResNet(
-        depth, norm=norm, ibn=ibn, last_stride=last_stride, norm_stages=norm_stages, **norm_kwargs
+        depth,
+        norm=norm,
+        ibn=ibn,
+        last_stride=last_stride,
+        norm_stages=norm_stages,
+        mixers=mixers,
+        **norm_kwargs,
     )
