@@ -5,6 +5,10 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 README = Path(__file__).with_name("README.md").read_text(encoding="utf-8")
+# tools/serve.py (HTTP service) and tools/export.py (ONNX: the torch.export-based exporter emits
+# through onnxscript; the parity check runs ONNX Runtime).
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"]
+EXPORT = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"]
 
 setup(
     name="reid_pbn",
@@ -35,9 +39,12 @@ setup(
         "faiss-gpu>=1.7.4; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "faiss-cpu>=1.7.4; platform_system != 'Linux' or platform_machine != 'x86_64'",
     ],
+    package_data={"reid_pbn.serving": ["static/*.html"]},
     extras_require={
-        "dev": ["pytest>=7.0", "ruff>=0.4"],
+        "dev": ["pytest>=7.0", "ruff>=0.4", *SERVE, *EXPORT, "httpx>=0.27", "selenium>=4.20"],
         "tensorboard": ["tensorboard>=2.10"],
+        "serve": SERVE,
+        "export": EXPORT,
     },
     entry_points={},
     classifiers=[
