@@ -41,7 +41,10 @@ setup(
     ],
     package_data={"reid_pbn.serving": ["static/*.html"]},
     extras_require={
-        "dev": ["pytest>=7.0", "ruff>=0.4", *SERVE, *EXPORT, "httpx>=0.27", "selenium>=4.20"],
+        # Starlette's TestClient takes httpx2 (httpx before Starlette 1.x); selenium drives the
+        # system Chromium in the page test.
+        "dev": ["pytest>=7.0", "ruff>=0.4", *SERVE, *EXPORT, "httpx>=0.27", "httpx2>=2.0",
+                "selenium>=4.20"],
         "tensorboard": ["tensorboard>=2.10"],
         "serve": SERVE,
         "export": EXPORT,

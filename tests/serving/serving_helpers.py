@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
@@ -77,13 +76,29 @@ def start_server(gallery: Path, model_files, log: Path, *extra: str):
             out.close()
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
+            if http_json("GET", url + "/health", timeout=1)[0] == 200:
                 return proc, url
-        except httpx.TransportError:
+        except OSError:  # not listening yet
             pass
         time.sleep(0.1)
     stop_server(proc)
     raise RuntimeError(f"server did not start:\n{log.read_text()}")
+
+
+def http_json(method: str, url: str, body=None, timeout: float = 30) -> tuple[int, dict]:
+    """One request with the standard library; returns ``(status, JSON answer)``."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
 
 
 def stop_server(proc) -> None:
