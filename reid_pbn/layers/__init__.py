@@ -23,6 +23,7 @@ from .mixstyle import (
 )
 from .norm import NORM_REGISTRY, convert_norm, get_norm, norm_kwargs_from_cfg, register_norm
 from .pbn import PatchBatchNorm2d, Split, StochNorm2d
+from .pbn_reference import pbn_reference_forward
 
 __all__ = [
     "DSBN2d",
@@ -46,6 +47,7 @@ __all__ = [
     "instance_statistics",
     "apply_mixstyle",
     "norm_kwargs_from_cfg",
+    "pbn_reference_forward",
     "register_norm",
     "sample_beta",
     "set_domains",

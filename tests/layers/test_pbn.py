@@ -4,53 +4,17 @@ import pytest
 import torch
 from torch import nn
 
-from reid_pbn.layers import IBN, PatchBatchNorm2d, StochNorm2d
+from reid_pbn.layers import IBN, PatchBatchNorm2d, Split, StochNorm2d, pbn_reference_forward
+from reid_pbn.layers.pbn_reference import patch_slices
 
 
-def _patches(s, h, w):
-    """Patch slices of one split, in the official order (lu, ru, ld, rd)."""
-    rows = [slice(0, h)] if s.row is None else [slice(0, s.row), slice(s.row, h)]
-    cols = [slice(0, w)] if s.col is None else [slice(0, s.col), slice(s.col, w)]
-    return [(r, c) for r in rows for c in cols]
-
-
-def reference_pbn(x, m, state, splits, choice=None, use_batch=None):
-    """Official-code semantics, one patch at a time (slices, per-patch BN, sequential updates).
-
-    Returns the output and the running mean/var after the forward.
-    """
-    n, c, h, w = x.shape
-    rm, rv = state["running_mean"].clone().to(x), state["running_var"].clone().to(x)
-    momentum = m.momentum
-    outs, patch_index = [], 0
-    for k, s in enumerate(splits):
-        out = torch.zeros_like(x)
-        patches = _patches(s, h, w)
-        for rs, cs in patches:
-            patch = x[:, :, rs, cs]
-            mu = patch.mean((0, 2, 3))
-            var = patch.var((0, 2, 3), unbiased=False)
-            if m.mix == "stochastic":
-                ub = use_batch[:, patch_index]
-                mu_n, var_n = torch.where(ub, mu, rm), torch.where(ub, var, rv)
-            else:
-                mu_n, var_n = m.lam * rm + (1 - m.lam) * mu, m.lam * rv + (1 - m.lam) * var
-            normed = (patch - mu_n[:, None, None]) / torch.sqrt(var_n[:, None, None] + m.eps)
-            out = out.clone()
-            out[:, :, rs, cs] = normed
-            if k == 0:
-                cnt = patch.numel() / c
-                rm = (1 - momentum) * rm + momentum * mu.detach()
-                rv = (1 - momentum) * rv + momentum * var.detach() * cnt / (cnt - 1)
-            patch_index += 1
-        outs.append(out)
-    if len(outs) == 1:
-        out = outs[0]
-    else:
-        stacked = torch.stack(outs)  # (K, N, C, H, W)
-        out = stacked[choice, :, torch.arange(c)].transpose(0, 1)
-    y = out * m.weight[:, None, None] + m.bias[:, None, None]
-    return y, rm, rv
+def _reference(m, x, state):
+    """The package reference on the draws of ``m``'s last forward, from the state before it."""
+    factor = m.momentum if m.momentum is not None else 1.0 / float(m.num_batches_tracked)
+    return pbn_reference_forward(
+        x, m.weight, m.bias, state.get("running_mean"), state.get("running_var"), m.last_splits,
+        m.last_mode_choice, m.last_use_batch, mix=m.mix, lam=m.lam, eps=m.eps, factor=factor,
+        cumulative=m.momentum is None)
 
 
 def _randomize(m, seed=0):
@@ -87,8 +51,8 @@ def test_patch_statistics_only_normalize_every_patch(mix, modes):
         (s,) = m.last_splits
         assert s.mode == modes[0]
         expected_patches = {0: 1, 1: 2, 2: 4}[modes[0]]
-        assert len(_patches(s, 12, 9)) == expected_patches
-        for rs, cs in _patches(s, 12, 9):
+        assert len(patch_slices(s, 12, 9)) == expected_patches
+        for rs, cs in patch_slices(s, 12, 9):
             patch = y[:, :, rs, cs]
             torch.testing.assert_close(patch.mean((0, 2, 3)), torch.zeros(5, dtype=x.dtype),
                                        atol=1e-9, rtol=0)
@@ -104,7 +68,7 @@ def test_two_modes_mix_per_channel():
     choice = m.last_mode_choice
     assert choice.shape == (8,) and set(choice.tolist()) <= {0, 1}
     for c in range(8):
-        for rs, cs in _patches(m.last_splits[int(choice[c])], 16, 8):
+        for rs, cs in patch_slices(m.last_splits[int(choice[c])], 16, 8):
             patch = y[:, c, rs, cs]
             assert abs(patch.mean().item()) < 1e-9
             assert abs(patch.var(unbiased=False).item() - 1) < 1e-6
@@ -129,29 +93,76 @@ def test_running_statistics_only_equals_eval_bn():
         torch.testing.assert_close(m(x), bn(x))
 
 
-@pytest.mark.parametrize("size", [(12, 10), (21, 34)])
+def _check_against_reference(m, x_shape, steps=3):
+    """``steps`` training forwards of ``m`` against the package reference: output, running
+    statistics, and the input, weight and bias gradients."""
+    for step in range(steps):
+        state = {k: v.clone() for k, v in m.state_dict().items()}
+        x = (torch.randn(*x_shape, dtype=torch.float64) * 2 + 1).requires_grad_()
+        y = m(x)
+        ref_x = x.detach().clone().requires_grad_()
+        ref, rm, rv = _reference(m, ref_x, state)
+        torch.testing.assert_close(y, ref)
+        if m.track_running_stats:
+            torch.testing.assert_close(m.running_mean, rm)
+            torch.testing.assert_close(m.running_var, rv)
+            assert int(m.num_batches_tracked) == step + 1
+        g = torch.randn_like(y)
+        params = [p for p in (m.weight, m.bias) if p is not None]
+        grads = torch.autograd.grad(y, [x, *params], g)
+        ref_grads = torch.autograd.grad(ref, [ref_x, *params], g)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b)
+
+
+# 12 x 10 and 16 x 8 pool cells with the one-hot matrix, 21 x 34 with index_add; 5 x 3 allows
+# cuts only along H (min_size 2), and 3 x 2 falls back to whole-map normalization.
+@pytest.mark.parametrize("size", [(12, 10), (16, 8), (21, 34), (5, 3), (3, 2)])
 @pytest.mark.parametrize("mix", ["stochastic", "weighted"])
-@pytest.mark.parametrize("modes,num_modes", [((0, 1, 2), 2), ((1, 2), 2), ((2,), 1), ((0,), 1)])
+@pytest.mark.parametrize("modes,num_modes", [((0, 1, 2), 2), ((0, 1, 2), 3), ((1, 2), 2),
+                                             ((0, 2), 2), ((2,), 1), ((1,), 1), ((0,), 1)])
 def test_matches_reference_output_gradients_and_running_stats(mix, modes, num_modes, size):
     torch.manual_seed(4)
     m = _randomize(PatchBatchNorm2d(6, mix=mix, p=0.5, lam=0.3, modes=modes,
                                     num_modes=num_modes)).double()
-    for step in range(3):
-        state = {k: v.clone() for k, v in m.state_dict().items()}
-        x = (torch.randn(3, 6, *size, dtype=torch.float64) * 2 + 1).requires_grad_()
-        y = m(x)
-        ref_x = x.detach().clone().requires_grad_()
-        ref, rm, rv = reference_pbn(ref_x, m, state, m.last_splits, m.last_mode_choice,
-                                    m.last_use_batch)
-        torch.testing.assert_close(y, ref)
-        torch.testing.assert_close(m.running_mean, rm)
-        torch.testing.assert_close(m.running_var, rv)
-        assert int(m.num_batches_tracked) == step + 1
-        g = torch.randn_like(y)
-        grads = torch.autograd.grad(y, [x, m.weight, m.bias], g)
-        ref_grads = torch.autograd.grad(ref, [ref_x, m.weight, m.bias], g)
-        for a, b in zip(grads, ref_grads):
-            torch.testing.assert_close(a, b)
+    _check_against_reference(m, (3, 6, *size))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"momentum": None},
+    {"momentum": None, "modes": (2,), "num_modes": 1},
+    {"affine": False},
+    {"track_running_stats": False},
+    {"affine": False, "track_running_stats": False, "mix": "weighted"},
+    {"bias": False, "mix": "weighted", "lam": 0.7},
+    {"p": 1.0},
+    {"p": 0.0, "momentum": 0.3},
+])
+def test_matches_reference_with_other_options(kwargs):
+    torch.manual_seed(5)
+    m = PatchBatchNorm2d(4, **kwargs)
+    if m.affine and m.track_running_stats and m.bias is not None:
+        _randomize(m)
+    _check_against_reference(m.double(), (2, 4, 16, 12))
+
+
+def test_stochnorm_matches_reference():
+    torch.manual_seed(6)
+    _check_against_reference(_randomize(StochNorm2d(5)).double(), (4, 5, 6, 6))
+
+
+def test_reference_whole_map_with_batch_statistics_is_training_bn():
+    """The reference itself, independently of the layer: one whole-map split with the batch
+    statistics everywhere is BN in training mode, running-statistics update included."""
+    x = torch.randn(4, 3, 5, 7, dtype=torch.float64)
+    bn = _randomize(nn.BatchNorm2d(3, momentum=0.2)).double()
+    rm, rv = bn.running_mean.clone(), bn.running_var.clone()
+    y, rm, rv = pbn_reference_forward(
+        x, bn.weight, bn.bias, rm, rv, [Split(0, None, None)], None,
+        torch.ones(3, 1, dtype=torch.bool), eps=bn.eps, factor=0.2)
+    torch.testing.assert_close(y, bn.train()(x))
+    torch.testing.assert_close(rm, bn.running_mean)
+    torch.testing.assert_close(rv, bn.running_var)
 
 
 def test_gradients_reach_weight_bias_and_input():
@@ -210,7 +221,7 @@ def test_cumulative_average_when_momentum_is_none():
     m = PatchBatchNorm2d(3, momentum=None, modes=(1,), num_modes=1).double()
     x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
     m(x)
-    means = [x[:, :, rs, cs].mean((0, 2, 3)) for rs, cs in _patches(m.last_splits[0], 8, 8)]
+    means = [x[:, :, rs, cs].mean((0, 2, 3)) for rs, cs in patch_slices(m.last_splits[0], 8, 8)]
     torch.testing.assert_close(m.running_mean, torch.stack(means).mean(0))
     assert int(m.num_batches_tracked) == 1
 
@@ -294,7 +305,7 @@ def test_affine_false_and_no_running_stats():
     y = m(x)
     choice = m.last_mode_choice
     for c in range(4):
-        for rs, cs in _patches(m.last_splits[int(choice[c])], 8, 8):
+        for rs, cs in patch_slices(m.last_splits[int(choice[c])], 8, 8):
             assert abs(y[:, c, rs, cs].mean().item()) < 1e-9
     m.eval()
     bn = nn.BatchNorm2d(4, eps=1e-8, affine=False, track_running_stats=False).double()
@@ -360,7 +371,7 @@ def test_statistics_stable_with_large_mean():
     m = PatchBatchNorm2d(4, mix="weighted", lam=0.0, modes=(2,), num_modes=1)
     x = torch.randn(8, 4, 16, 12) + 1000.0
     y = m(x)
-    for rs, cs in _patches(m.last_splits[0], 16, 12):
+    for rs, cs in patch_slices(m.last_splits[0], 16, 12):
         patch = y[:, :, rs, cs].double()
         assert patch.mean((0, 2, 3)).abs().max() < 1e-3
         assert (patch.var((0, 2, 3), unbiased=False) - 1).abs().max() < 1e-3
@@ -375,7 +386,7 @@ def test_multithreaded_forward_matches_reference():
     x = torch.randn(3, 6, 24, 20, dtype=torch.float64, requires_grad=True)
     y = m(x)
     assert torch.get_num_threads() == 2
-    ref, _, _ = reference_pbn(x, m, state, m.last_splits, m.last_mode_choice)
+    ref, _, _ = _reference(m, x, state)
     torch.testing.assert_close(y, ref)
     g = torch.randn_like(y)
     torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0])
