@@ -15,6 +15,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..config import parse_kwargs
+from ..utils import comm
+from ..utils.comm import rank_world
 from .common import ReIDImageDataset, collate_batch
 from .datasets import build_dataset, parse_dataset_name
 from .datasets.bases import DatasetFormatError, EmptySplitError, ReIDDataset
@@ -24,7 +26,6 @@ from .samplers import (
     InferenceSampler,
     PKBatchSampler,
     RandomBatchSampler,
-    dist_rank_world,
 )
 from .transforms import build_transforms
 
@@ -92,13 +93,13 @@ def dataset_kwargs_from_cfg(cfg, name: str) -> dict[str, Any]:
 def _build(cfg, name: str) -> ReIDDataset:
     kwargs = dataset_kwargs_from_cfg(cfg, name)
     root = cfg.DATASETS.ROOT or None
-    rank, world = dist_rank_world()
+    rank, world = rank_world()
     if world == 1:
         return build_dataset(name, root, **kwargs)
     # Rank 0 first: it writes what a data set may generate (synthetic trees, GRID's
     # splits.json); the other ranks then find it in place instead of racing to write it.
     ds = build_dataset(name, root, **kwargs) if rank == 0 else None
-    dist.barrier()
+    comm.synchronize()
     return ds if ds is not None else build_dataset(name, root, **kwargs)
 
 
@@ -153,11 +154,8 @@ def _resolve_seed(seed: int) -> int:
     # A negative seed asks for a fresh one; all ranks must agree on it, or their identity
     # shards would overlap.
     t = torch.tensor([int(time.time() * 1000) % (2**31)], dtype=torch.int64)
-    if dist.is_available() and dist.is_initialized():
-        # NCCL only moves GPU tensors.
-        device = (torch.device("cuda", torch.cuda.current_device())
-                  if dist.get_backend() == "nccl" else torch.device("cpu"))
-        t = t.to(device)
+    if comm.is_dist():
+        t = t.to(comm.collective_device())
         dist.broadcast(t, src=0)
     logger.info("SOLVER.SEED < 0: data sampling uses seed %d", int(t))
     return int(t)
@@ -231,7 +229,7 @@ def build_train_loader(cfg) -> tuple[DataLoader, dict[str, Any]]:
     datasets = [_build(cfg, n) for n in names]
     items, info = merge_train_sets(datasets)
     dataset = ReIDImageDataset(items, build_transforms(cfg, is_train=True))
-    rank, world = dist_rank_world()
+    rank, world = rank_world()
     total = int(cfg.SOLVER.IMS_PER_BATCH)
     if total % world:
         raise ValueError(
@@ -293,7 +291,7 @@ def build_test_loader(cfg, name: str) -> tuple[DataLoader, int]:
     domain = sources.index(name) if name in sources else -1
     dataset = ReIDImageDataset(ds.query + ds.gallery, build_transforms(cfg, is_train=False),
                                default_domain=domain)
-    _, world = dist_rank_world()
+    _, world = rank_world()
     batch = max(1, int(cfg.TEST.IMS_PER_BATCH) // world)
     loader = _loader(dataset, cfg, max(int(cfg.SOLVER.SEED), 0), batch_size=batch,
                      sampler=InferenceSampler(len(dataset)), shuffle=False, drop_last=False)

@@ -9,39 +9,16 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from ..utils.comm import rank_world
 
 __all__ = [
     "DomainBalancedBatchSampler",
     "InferenceSampler",
     "PKBatchSampler",
     "RandomBatchSampler",
-    "dist_rank_world",
 ]
-
-
-def dist_rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """Fill in the process rank and world size from ``torch.distributed`` when not given.
-
-    Args:
-        rank: this process's rank, or ``None``.
-        world_size: number of processes, or ``None``.
-
-    Returns:
-        ``(rank, world_size)``; ``(0, 1)`` without an initialized process group.
-
-    Raises:
-        ValueError: the rank is not in ``0..world_size-1``.
-    """
-    initialized = dist.is_available() and dist.is_initialized()
-    if world_size is None:
-        world_size = dist.get_world_size() if initialized else 1
-    if rank is None:
-        rank = dist.get_rank() if initialized else 0
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
-    return int(rank), int(world_size)
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -66,7 +43,7 @@ class _EpochBatchSampler(Sampler[list[int]], ABC):
 
     def __init__(self, *, seed: int, rank: int | None, world_size: int | None, infinite: bool):
         self.seed = int(seed)
-        self.rank, self.world_size = dist_rank_world(rank, world_size)
+        self.rank, self.world_size = rank_world(rank, world_size)
         self.infinite = infinite
         self.epoch = 0
         self.start_iter = 0
@@ -354,7 +331,7 @@ class InferenceSampler(Sampler[int]):
 
     def __init__(self, size: int, *, rank: int | None = None, world_size: int | None = None):
         self.size = int(size)
-        self.rank, self.world_size = dist_rank_world(rank, world_size)
+        self.rank, self.world_size = rank_world(rank, world_size)
         per, extra = divmod(self.size, self.world_size)
         self.start = self.rank * per + min(self.rank, extra)
         self.end = self.start + per + (1 if self.rank < extra else 0)

@@ -1,8 +1,8 @@
-"""Checkpoints: atomic writes, safe (weights-only) loading and complete training state.
+"""Checkpoints: complete training state, saved and resumed.
 
-A checkpoint is a dict of tensors and plain Python values only (no pickled objects), so it
-loads with ``torch.load(..., weights_only=True)``: a file crafted to run code on unpickling is
-refused before anything in it executes.
+The file I/O underneath (atomic writes, safe ``weights_only`` loading, :class:`CheckpointError`)
+lives in :mod:`reid_pbn.utils.file_io`, the floor modeling and evaluation may use too; it is
+re-exported here for users of this module.
 """
 
 from __future__ import annotations
@@ -10,127 +10,44 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import random
 import re
-import tempfile
-import zipfile
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import comm
+from ..utils import comm
+from ..utils.file_io import (
+    TEMP_PREFIX,
+    CheckpointError,
+    UnreadableCheckpointError,
+    atomic_torch_save,
+    atomic_write,
+    load_checkpoint_file,
+)
+
+__all__ = [
+    "LAST_CHECKPOINT_FILE",
+    "TEMP_PREFIX",
+    "CheckpointError",
+    "Checkpointer",
+    "UnreadableCheckpointError",
+    "atomic_torch_save",
+    "atomic_write",
+    "extract_state_dict",
+    "get_rng_states",
+    "load_checkpoint_file",
+    "load_model_weights",
+    "load_state_dict_checked",
+    "set_rng_states",
+]
 
 logger = logging.getLogger("reid_pbn")
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
-#: Prefix of the temporary files of atomic writes (removed when a run starts).
-TEMP_PREFIX = ".tmp-"
 _CHECKPOINT_NAME = re.compile(r"model_(?:(\d+)|final)\.pth")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or weight file cannot be used; the message says why and what to do."""
-
-
-class UnreadableCheckpointError(CheckpointError):
-    """The file itself cannot be read as a checkpoint (missing, damaged, not a torch file,
-    or refused pickled objects), as opposed to a readable file that does not fit."""
-
-
-def atomic_write(path: str, write_fn) -> None:
-    """Write a file so that a crash never leaves a partial file under ``path``.
-
-    Writes to a temporary file in the same directory, flushes and fsyncs it, then renames it
-    over ``path`` (atomic on POSIX), and fsyncs the directory.
-
-    Args:
-        path: final file path.
-        write_fn: callable taking a binary file object and writing the content.
-    """
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=TEMP_PREFIX, suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    dir_fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` through :func:`atomic_write`."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def load_checkpoint_file(path: str) -> dict:
-    """Load a checkpoint or weight file safely (``weights_only=True``) onto the CPU.
-
-    Args:
-        path: file path.
-
-    Returns:
-        The loaded mapping.
-
-    Raises:
-        CheckpointError: the file is missing, truncated, not a torch file, or holds pickled
-            Python objects (which are refused, never executed).
-    """
-    if not os.path.isfile(path):
-        raise UnreadableCheckpointError(f"Weight file not found: {path}")
-    kind = _file_kind(path)
-    if kind == "other":
-        raise UnreadableCheckpointError(
-            f"{path} is not a PyTorch checkpoint (neither torch's zip format nor a pickle; it "
-            "starts with bytes " f"{_head(path)!r}). Check the path: was a config, an image or "
-            "a log given as weights?")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnreadableCheckpointError(
-            f"Refusing to load {path}: it contains pickled Python objects, which could run "
-            f"code, and only tensors and plain values are accepted (weights_only=True). "
-            f"Nothing from the file was executed. If you trust its source, load it yourself "
-            f"and re-save only its state_dict. Detail: {str(e).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        what = ("a truncated or damaged PyTorch zip checkpoint (an interrupted copy or "
-                "download?)" if kind == "zip" else "a damaged pickle-format file")
-        raise UnreadableCheckpointError(
-            f"Cannot read {path}: {what} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''})."
-        ) from None
-    if not isinstance(obj, Mapping):
-        raise UnreadableCheckpointError(
-            f"{path} holds a {type(obj).__name__}, expected a state_dict mapping."
-        )
-    return dict(obj)
-
-
-def _head(path: str, n: int = 8) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(n)
-
-
-def _file_kind(path: str) -> str:
-    """"zip" (torch's format since 1.6), "pickle" (the legacy format) or "other"."""
-    head = _head(path, 4)
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    # Pickle protocols 2+ start with PROTO (0x80); torch's legacy files start with one.
-    return "pickle" if head[:1] == b"\x80" else "other"
 
 
 def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from ..config import CfgNode, ConfigError, get_cfg
-from . import comm
+from ..utils import comm
 from .checkpoint import Checkpointer
 
 logger = logging.getLogger("reid_pbn")

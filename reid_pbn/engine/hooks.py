@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from . import comm
+from ..utils import comm
 
 logger = logging.getLogger("reid_pbn")
 

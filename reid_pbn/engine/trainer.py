@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from ..config import ConfigError
 from ..layers import DSBN2d
-from . import comm, hooks
+from ..utils import comm
+from . import hooks
 from .checkpoint import (
     Checkpointer,
     CheckpointError,

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..config import ConfigError
+from ..utils import comm
 from .metrics import METRICS, evaluate
 from .visualize import plot_cmc, plot_roc
 
@@ -266,8 +267,6 @@ def gather_features(data: dict) -> dict:
     Returns:
         The dict over the whole data set (on every rank).
     """
-    from ..engine import comm
-
     if comm.get_world_size() == 1:
         return data
     parts = comm.all_gather_object({k: (v.numpy() if torch.is_tensor(v) else v)
@@ -341,7 +340,6 @@ def inference_on_datasets(
         ``{name: results dict of evaluate}`` in the order of ``names``.
     """
     from ..data import build_test_loader
-    from ..engine.comm import is_main_process
 
     kwargs = evaluation_kwargs_from_config(cfg)
     device = _model_device(model)
@@ -350,7 +348,7 @@ def inference_on_datasets(
         loader, num_query = build_test_loader(cfg, name)
         data = gather_features(extract_features(model, loader, device, flip=bool(cfg.TEST.FLIP),
                                                 desc=f"features of {name}"))
-        if not is_main_process():
+        if not comm.is_main_process():
             continue
         feats = data["feats"]
         q, g = slice(0, num_query), slice(num_query, None)

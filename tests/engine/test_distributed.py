@@ -15,7 +15,6 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from reid_pbn.config import ConfigError, get_cfg
-from reid_pbn.engine import comm
 from reid_pbn.engine.checkpoint import Checkpointer
 from reid_pbn.engine.defaults import resolve_device
 from reid_pbn.engine.trainer import (
@@ -24,6 +23,7 @@ from reid_pbn.engine.trainer import (
     needs_unused_parameter_search,
 )
 from reid_pbn.layers import DSBN2d
+from reid_pbn.utils import comm
 
 # The module (the package exports a function of the same name).
 launch_mod = importlib.import_module("reid_pbn.engine.launch")

@@ -24,7 +24,8 @@ import time
 import torch
 
 from ...config import get_cfg
-from ..checkpoint import LAST_CHECKPOINT_FILE, atomic_write
+from ...utils.file_io import atomic_write
+from ..checkpoint import LAST_CHECKPOINT_FILE
 from ..defaults import setup_logger
 from ..trainer import DefaultTrainer, weights_checksum
 from .config import config_hash

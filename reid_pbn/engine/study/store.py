@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from ..checkpoint import atomic_write
+from ...utils.file_io import atomic_write
 from .config import StudyError
 
 __all__ = ["CellStore", "record_key"]

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+# The project's one safe file reader (weights_only=True, clear errors, nothing executed).
+from ...utils.file_io import load_checkpoint_file
+
 __all__ = [
     "IBN_NET_URLS",
     "LoadReport",
@@ -105,12 +108,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         A flat dict from parameter names to tensors (on the CPU).
 
     Raises:
-        reid_pbn.engine.CheckpointError: when the file is missing, damaged or would run code.
+        reid_pbn.utils.CheckpointError: when the file is missing, damaged or would run code.
         RuntimeError: when the file holds no state_dict.
     """
-    # The project's one safe file reader (weights_only=True, clear errors, nothing executed).
-    from reid_pbn.engine.checkpoint import load_checkpoint_file
-
     path = os.fspath(path)
     obj = load_checkpoint_file(path)
     return _extract_state_dict(obj, source=path)

@@ -1,4 +1,8 @@
-"""Process-group helpers that also work when torch.distributed is not initialized."""
+"""Process-group helpers that also work when torch.distributed is not initialized.
+
+The one set of distributed helpers: the engine, the samplers, evaluation and the layers all
+ask here for the rank and world size, and gather or reduce through these functions.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,31 @@ def get_rank() -> int:
 def get_world_size() -> int:
     """Number of processes (1 outside DDP)."""
     return dist.get_world_size() if is_dist() else 1
+
+
+def rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """Fill in the process rank and world size from ``torch.distributed`` when not given.
+
+    Samplers take an explicit rank and world size (tests simulate several ranks in one
+    process); ``None`` means "this process's".
+
+    Args:
+        rank: this process's rank, or ``None``.
+        world_size: number of processes, or ``None``.
+
+    Returns:
+        ``(rank, world_size)``; ``(0, 1)`` without an initialized process group.
+
+    Raises:
+        ValueError: the rank is not in ``0..world_size-1``.
+    """
+    if world_size is None:
+        world_size = get_world_size()
+    if rank is None:
+        rank = get_rank()
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+    return int(rank), int(world_size)
 
 
 def is_main_process() -> bool:
