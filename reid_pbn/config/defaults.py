@@ -285,7 +285,8 @@ _C.SOLVER.WEIGHT_DECAY_NORM = 5e-4
 _C.SOLVER.IMS_PER_BATCH = 64
 # Number of training epochs.
 _C.SOLVER.MAX_EPOCH = 60
-# Iterations per epoch; 0 means len(train set) // IMS_PER_BATCH.
+# Batches per epoch on each process (the batch sampler's length, which the trainer and the LR
+# schedule follow); 0 means about one pass over the training images across all processes.
 _C.SOLVER.ITERS_PER_EPOCH = 0
 # Learning-rate schedule after warmup: "cosine" or "multistep".
 _C.SOLVER.SCHED = "multistep"

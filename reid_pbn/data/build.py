@@ -190,7 +190,8 @@ TRAIN_SAMPLERS = {
         ds.pids, bs, cfg.DATALOADER.NUM_INSTANCE, seed=seed, iters_per_epoch=iters),
     "domain_balanced": lambda ds, bs, cfg, seed, iters: DomainBalancedBatchSampler(
         ds.pids, ds.domains, bs, cfg.DATALOADER.NUM_INSTANCE, seed=seed, iters_per_epoch=iters),
-    "random": lambda ds, bs, cfg, seed, iters: RandomBatchSampler(len(ds), bs, seed=seed),
+    "random": lambda ds, bs, cfg, seed, iters: RandomBatchSampler(
+        len(ds), bs, seed=seed, iters_per_epoch=iters),
 }
 
 

@@ -282,7 +282,8 @@ class RandomBatchSampler(_EpochBatchSampler):
     """Shuffled batches without identity structure (e.g. for an ID-loss-only baseline).
 
     Each epoch permutes all indices with a generator shared by all ranks; rank ``r`` takes
-    every ``world_size``-th index starting at ``r``; incomplete batches are dropped.
+    every ``world_size``-th index starting at ``r``; incomplete batches are dropped. An epoch
+    longer than one pass continues with further permutations.
 
     Args:
         size: number of data-set items.
@@ -290,6 +291,8 @@ class RandomBatchSampler(_EpochBatchSampler):
         seed: base seed.
         rank: this process's rank (``None``: from ``torch.distributed``).
         world_size: number of processes (``None``: from ``torch.distributed``).
+        iters_per_epoch: batches per epoch; ``None`` is one pass over the items
+            (``(size // world_size) // batch_size`` batches).
         infinite: iterate over epochs without end.
 
     Raises:
@@ -297,24 +300,33 @@ class RandomBatchSampler(_EpochBatchSampler):
     """
 
     def __init__(self, size: int, batch_size: int, *, seed: int = 0, rank: int | None = None,
-                 world_size: int | None = None, infinite: bool = False):
+                 world_size: int | None = None, iters_per_epoch: int | None = None,
+                 infinite: bool = False):
         super().__init__(seed=seed, rank=rank, world_size=world_size, infinite=infinite)
         self.size, self.batch_size = int(size), int(batch_size)
-        self._len = (self.size // self.world_size) // self.batch_size
-        if self._len < 1:
+        self._per_pass = (self.size // self.world_size) // self.batch_size
+        if self._per_pass < 1:
             raise ValueError(
                 f"{self.size} training images cannot fill one batch of {self.batch_size} per "
                 f"process on {self.world_size} process(es); lower SOLVER.IMS_PER_BATCH"
             )
+        self._len = iters_per_epoch or self._per_pass
 
     def __len__(self) -> int:
         return self._len
 
     def _epoch_batches(self, epoch: int) -> Iterator[list[int]]:
-        perm = torch.randperm(self.size, generator=_generator(self.seed, epoch)).tolist()
-        mine = perm[self.rank::self.world_size]
-        for i in range(self._len):
-            yield mine[i * self.batch_size:(i + 1) * self.batch_size]
+        done, npass = 0, 0
+        while done < self._len:
+            # The first pass keeps the (seed, epoch) generator, so a default-length epoch is
+            # the same as before epochs could be longer than one pass.
+            keys = (self.seed, epoch) if npass == 0 else (self.seed, epoch, npass)
+            perm = torch.randperm(self.size, generator=_generator(*keys)).tolist()
+            mine = perm[self.rank::self.world_size]
+            for i in range(min(self._per_pass, self._len - done)):
+                yield mine[i * self.batch_size:(i + 1) * self.batch_size]
+                done += 1
+            npass += 1
 
 
 class InferenceSampler(Sampler[int]):

@@ -99,9 +99,13 @@ class TrainerBase(abc.ABC):
 class SimpleTrainer(TrainerBase):
     """Loss-sum optimization of a model whose training forward returns a dict of losses.
 
+    An epoch is one pass of ``data_loader``: ``len(data_loader.batch_sampler)`` iterations
+    (``len(data_loader)`` for a loader without a batch sampler), so every batch of the
+    sampler's epoch is trained exactly once.
+
     Args:
         model: the model (possibly DDP-wrapped).
-        data_loader: yields batch dicts.
+        data_loader: yields batch dicts; its (batch) sampler may have ``set_epoch(epoch)``.
         optimizer: the optimizer.
         device: where batches go.
         amp: autocast (bf16 on CPU, fp16 with gradient scaling on CUDA).
@@ -118,25 +122,40 @@ class SimpleTrainer(TrainerBase):
         self.amp = amp
         self.clip_grad_norm = clip_grad_norm
         self.scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
+        self.iters_per_epoch = epoch_length(data_loader)
         self._data_iter = None
+        self._batches_this_epoch = 0
+        self.register_hooks([_EpochData()])
 
     def _next_batch(self) -> dict:
         if self._data_iter is None:
             self._data_iter = iter(self.data_loader)
         try:
-            return next(self._data_iter)
+            batch = next(self._data_iter)
         except StopIteration:
-            self._data_iter = iter(self.data_loader)
-            return next(self._data_iter)
+            # Restarting here would train the first batches of the pass twice and hide an
+            # epoch length that disagrees with the sampler's.
+            raise RuntimeError(
+                f"The data loader ran out after {self._batches_this_epoch} batches of epoch "
+                f"{self.epoch + 1}, which has {self.iters_per_epoch} iterations; the epoch "
+                "length must be len(data_loader.batch_sampler)."
+            ) from None
+        self._batches_this_epoch += 1
+        return batch
 
     def start_epoch_data(self, epoch: int) -> None:
         """Reseed the sampler for ``epoch`` and start a fresh pass (so a resumed run sees the
-        same batches as an uninterrupted one)."""
+        same batches as an uninterrupted one).
+
+        Args:
+            epoch: the epoch about to start (0-based).
+        """
         for obj in (getattr(self.data_loader, "batch_sampler", None),
                     getattr(self.data_loader, "sampler", None)):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
         self._data_iter = None
+        self._batches_this_epoch = 0
 
     def run_step(self) -> None:
         batch = self._next_batch()
@@ -174,7 +193,33 @@ class SimpleTrainer(TrainerBase):
         self.last_metrics = {"loss": losses.item(), **{k: v.item() for k, v in loss_dict.items()}}
 
 
+def epoch_length(data_loader) -> int:
+    """Iterations in one epoch: one pass of the loader's batch sampler.
+
+    The batch sampler is the one place that knows the epoch length (it reads
+    ``SOLVER.ITERS_PER_EPOCH`` and the world size), so the trainer, the LR schedule and the
+    sampler agree by construction.
+
+    Args:
+        data_loader: a ``DataLoader`` (or any iterable with ``batch_sampler`` or ``__len__``).
+
+    Returns:
+        ``len(data_loader.batch_sampler)``, else ``len(data_loader)``.
+
+    Raises:
+        ValueError: the loader yields no batch in an epoch.
+    """
+    batch_sampler = getattr(data_loader, "batch_sampler", None)
+    n = len(batch_sampler) if batch_sampler is not None else len(data_loader)
+    if n < 1:
+        raise ValueError("The training loader yields no batch per epoch; lower "
+                         "SOLVER.IMS_PER_BATCH or add training images.")
+    return n
+
+
 class _EpochData(hooks.HookBase):
+    """Starts each epoch's pass of the loader (``SimpleTrainer.start_epoch_data``)."""
+
     def before_epoch(self) -> None:
         self.trainer.start_epoch_data(self.trainer.epoch)
 
@@ -235,8 +280,6 @@ class DefaultTrainer(SimpleTrainer):
         super().__init__(model, loader, optimizer, device, amp=cfg.SOLVER.AMP,
                          clip_grad_norm=cfg.SOLVER.CLIP_GRAD_NORM)
         self.cfg = cfg
-        self.iters_per_epoch = cfg.SOLVER.ITERS_PER_EPOCH or max(
-            info["num_images"] // cfg.SOLVER.IMS_PER_BATCH, 1)
         self.scheduler = build_lr_scheduler(cfg, optimizer, self.iters_per_epoch)
         self.checkpointer = Checkpointer(
             model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
@@ -244,7 +287,6 @@ class DefaultTrainer(SimpleTrainer):
         self.eval_hook = hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self.evaluate,
                                         at_start=cfg.TEST.EVAL_AT_START)
         self.register_hooks([
-            _EpochData(),
             hooks.FreezeBackbone(self.unwrapped.backbone, cfg.SOLVER.FREEZE_ITERS)
             if cfg.SOLVER.FREEZE_ITERS > 0 else None,
             hooks.LRScheduler(self.scheduler),

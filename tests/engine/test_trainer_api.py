@@ -82,3 +82,15 @@ def test_launch_reports_user_errors_without_traceback(caplog):
 
     with pytest.raises(KeyError):
         launch(crash, args)
+
+
+def test_epoch_length_is_the_batch_samplers(tmp_path):
+    # Without SOLVER.ITERS_PER_EPOCH the sampler's own length (about one pass over the
+    # identities' K-image chunks) is the epoch; num_images // IMS_PER_BATCH would disagree.
+    cfg = tiny_cfg(tmp_path, tmp_path / "run", **{"SOLVER.ITERS_PER_EPOCH": "0",
+                                                  "DATASETS.TESTS": "()"})
+    trainer = DefaultTrainer(cfg)
+    sampler = trainer.data_loader.batch_sampler
+    assert trainer.iters_per_epoch == len(sampler)
+    trainer.train(0, 1)
+    assert trainer.iter == len(sampler)
