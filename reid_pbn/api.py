@@ -13,6 +13,8 @@ from PIL import Image
 from torch import nn
 
 from .config import CfgNode, get_cfg
+from .data import read_image
+from .data.transforms import test_preprocess
 from .engine.defaults import resolve_device
 from .engine.inference import build_inference_model
 from .evaluation.checks import check_finite_rows
@@ -69,64 +71,74 @@ class FeatureExtractor:
         self.batch_size = batch_size
         self.flip = flip
         self.normalize = normalize
-        self.size = tuple(cfg.INPUT.SIZE_TEST)
+        self.size = tuple(int(v) for v in cfg.INPUT.SIZE_TEST)
+        # The evaluation's own preprocessing (what build_test_loader applies), so API features
+        # equal evaluation features.
+        self._preprocess = test_preprocess(self.size, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
         self.mean = torch.tensor(cfg.INPUT.PIXEL_MEAN).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.INPUT.PIXEL_STD).view(1, 3, 1, 1)
 
-    def preprocess(self, images: Sequence[ImageLike] | torch.Tensor) -> torch.Tensor:
+    def preprocess(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor) -> torch.Tensor:
         """Turn inputs into a normalized float NCHW batch of the test size.
 
+        Paths, PIL images and arrays go through the test loaders' preprocessing
+        (:func:`reid_pbn.data.transforms.test_preprocess`: PIL bicubic resize to
+        ``INPUT.SIZE_TEST``, then normalization). An NCHW tensor already at ``SIZE_TEST`` is
+        only scaled and normalized, on its own device. A tensor of another size is resized
+        image by image: a uint8 tensor through the same PIL bicubic resize (so it matches the
+        loaders exactly); a float tensor with torch's antialiased bicubic resize, which uses
+        PIL's filter but skips PIL's rounding to uint8 (so it matches to about 1/255).
+
         Args:
-            images: paths, PIL images or HWC uint8 arrays (a list), or an NCHW tensor
-                (uint8 in [0, 255] or float in [0, 1]).
+            images: one path, PIL image or HWC uint8 array, a list of any of these, or an NCHW
+                tensor (uint8 in [0, 255] or float in [0, 1]).
 
         Returns:
             The batch, on the CPU for decoded images, on the input's device for a tensor.
+
+        Raises:
+            ValueError: no images, or an input of an unsupported type or shape.
+            FileNotFoundError: a path that does not exist.
         """
         if torch.is_tensor(images):
-            if images.dim() != 4 or images.size(1) != 3:
-                raise ValueError(
-                    f"Expected an NCHW tensor with 3 channels, got {tuple(images.shape)}"
-                )
-            x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        else:
-            if not len(images):
-                raise ValueError("No images given")
-            x = torch.stack([self._resized(self._to_tensor(im)) for im in images])
+            return self._preprocess_tensor(images)
+        images = _as_list(images)
+        if not images:
+            raise ValueError("No images given")
+        return torch.stack([self._preprocess(self._decoded(im)) for im in images])
+
+    def _preprocess_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.size(1) != 3:
+            raise ValueError(f"Expected an NCHW tensor with 3 channels, got {tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != self.size:
+            if x.dtype == torch.uint8:
+                arrays = x.permute(0, 2, 3, 1).cpu().numpy()
+                return torch.stack([self._preprocess(a) for a in arrays]).to(x.device)
+            x = F.interpolate(x.float(), size=self.size, mode="bicubic", align_corners=False,
+                              antialias=True).clamp_(0.0, 1.0)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         # On the input's device: an NCHW tensor may already be on the GPU.
-        return (self._resized(x) - self.mean.to(x.device)) / self.std.to(x.device)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
-    def _resized(self, x: torch.Tensor) -> torch.Tensor:
-        # Images of different sizes are resized one by one before they are stacked.
-        if tuple(x.shape[-2:]) == self.size:
-            return x
-        batched = x.unsqueeze(0) if x.dim() == 3 else x
-        out = F.interpolate(batched, size=self.size, mode="bilinear", align_corners=False,
-                            antialias=True)
-        return out[0] if x.dim() == 3 else out
-
-    def _to_tensor(self, im: ImageLike) -> torch.Tensor:
+    def _decoded(self, im: ImageLike) -> Image.Image | np.ndarray:
         if isinstance(im, (str, os.PathLike)):
-            from .data import read_image
-
-            im = read_image(str(im), reduce_to=self.size)
+            return read_image(im, reduce_to=self.size)
         if isinstance(im, Image.Image):
-            im = np.asarray(im.convert("RGB"))
+            return im
         if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3:
             raise ValueError("Each image must be a path, a PIL image or an HWC RGB uint8 array; "
                              f"got {type(im).__name__} {getattr(im, 'shape', '')}")
         if im.dtype != np.uint8:
             raise ValueError(f"HWC arrays must be uint8 in [0, 255], got {im.dtype}")
-        if not im.flags.writeable:  # e.g. np.asarray of a PIL image: torch wants a writable one
-            im = im.copy()
-        return torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float() / 255.0
+        return im
 
     @torch.no_grad()
-    def __call__(self, images: Sequence[ImageLike] | torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: ImageLike | Sequence[ImageLike] | torch.Tensor) -> torch.Tensor:
         """Extract features.
 
         Args:
-            images: see :meth:`preprocess`.
+            images: one path, PIL image or HWC uint8 array, a list of any of these, or an NCHW
+                tensor (see :meth:`preprocess`).
 
         Returns:
             A float32 tensor (N, D) on the CPU.
@@ -134,6 +146,8 @@ class FeatureExtractor:
         Raises:
             ValueError: no images, or features with NaN or inf (the message names the images).
         """
+        if not torch.is_tensor(images):
+            images = _as_list(images)
         n = images.size(0) if torch.is_tensor(images) else len(images)
         if n == 0:
             raise ValueError("No images given")
@@ -156,3 +170,12 @@ class FeatureExtractor:
             hint="Check these images (a NaN pixel in a float tensor?) and the model's weights",
         )
         return F.normalize(feats, dim=1) if self.normalize else feats
+
+
+def _as_list(images: ImageLike | Sequence[ImageLike]) -> list:
+    """One image (a path is a ``str``, itself a sequence) as a list of one; a list as itself."""
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return [images]
+    if isinstance(images, np.ndarray) and images.ndim != 4:
+        return [images]  # one HWC array (a wrong shape is reported by the per-image check)
+    return list(images)

@@ -160,3 +160,78 @@ def test_non_finite_features_are_refused_naming_the_images(extractor, arrays, tm
     fe = FeatureExtractor(cfg=extractor.cfg, model=_NaNForSecond(), device="cpu")
     with pytest.raises(ValueError, match=r"\(image 1 \(.*1\.png\)\)\. Check these images"):
         fe(paths)
+
+
+def test_single_inputs_and_lists_of_each_kind(extractor, arrays, tmp_path):
+    path = tmp_path / "one.png"
+    Image.fromarray(arrays[0]).save(path)
+    expected = _reference(extractor, arrays[:1])
+    pil = Image.fromarray(arrays[0])
+    for kind, images in {"path": str(path), "PathLike": path, "PIL": pil, "array": arrays[0],
+                         "list of paths": [str(path)], "list of PIL": [pil],
+                         "list of arrays": [arrays[0]]}.items():
+        feats = extractor(images)
+        assert feats.shape == expected.shape, kind
+        torch.testing.assert_close(feats, expected, atol=1e-5, rtol=0, msg=kind)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        extractor(str(tmp_path / "missing.jpg"))  # the whole path, not its first character
+
+
+# Heights x widths other than SIZE_TEST (64, 32), and one JPEG large enough (>= 8x per side)
+# for the reduced-scale decoding.
+_ODD_SIZES = [(100, 37), (300, 140), (37, 100), (64, 32), (700, 300)]
+
+
+def _market_tree(root, sizes):
+    """A Market-1501 tree whose query and gallery images have the given (height, width)s."""
+    base = root / "Market-1501-v15.09.15"
+    rng = np.random.default_rng(1)
+
+    def write(folder, name, size):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+        # Smooth content, as in photos, so JPEG artefacts do not dominate the features.
+        grad = np.linspace(0, 1, size[0] * size[1]).reshape(size[0], size[1], 1)
+        a = (grad * rng.integers(40, 255, 3) + rng.integers(0, 40, (*size, 3))).clip(0, 255)
+        Image.fromarray(a.astype(np.uint8)).save(base / folder / name, quality=90)
+
+    for i in range(4):
+        write("bounding_box_train", f"{i % 2 + 1:04d}_c1s1_{i:06d}_01.jpg", (64, 32))
+    for i, size in enumerate(sizes):
+        pid = i % 2 + 1
+        write("query", f"{pid:04d}_c1s1_{i:06d}_00.jpg", size)
+        write("bounding_box_test", f"{pid:04d}_c2s1_{i:06d}_00.jpg", size[::-1])
+
+
+def test_api_features_equal_evaluation_features_for_other_sizes(tmp_path):
+    from reid_pbn.data import build_test_loader
+    from reid_pbn.evaluation import extract_features
+
+    _market_tree(tmp_path, _ODD_SIZES)
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.DEPTH = 18
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.INPUT.SIZE_TEST = (64, 32)
+    cfg.DATASETS.ROOT = str(tmp_path)
+    cfg.DATASETS.NAMES = ("Market1501",)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.TEST.IMS_PER_BATCH = 3
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=2).eval()
+    # What tools/cross_eval.py computes: the test loader, then the evaluation's extraction.
+    loader, num_query = build_test_loader(cfg, "Market1501")
+    evaluation = extract_features(model, loader, "cpu")
+    assert num_query == len(_ODD_SIZES) and len(evaluation["paths"]) == 2 * len(_ODD_SIZES)
+    fe = FeatureExtractor(cfg=cfg, model=model, device="cpu", batch_size=4)
+    torch.testing.assert_close(fe(evaluation["paths"]), evaluation["feats"], atol=1e-6, rtol=0)
+    # The same file as a PIL image, an array or a uint8 tensor gets the same preprocessing.
+    path = evaluation["paths"][1]  # 300 x 140
+    pil = Image.open(path).convert("RGB")
+    array = np.asarray(pil)
+    tensor_u8 = torch.from_numpy(array.copy()).permute(2, 0, 1)[None]
+    for kind, images in {"PIL": pil, "array": array, "uint8 tensor": tensor_u8}.items():
+        torch.testing.assert_close(fe(images), evaluation["feats"][1:2], atol=1e-6, rtol=0,
+                                   msg=kind)
+    # A float tensor is resized with torch's antialiased bicubic (PIL's filter without PIL's
+    # rounding to uint8): close to, not equal to, the loader's features.
+    float_feats = fe(tensor_u8.float() / 255)
+    assert float((float_feats - evaluation["feats"][1:2]).abs().max()) < 0.05

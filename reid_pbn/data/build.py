@@ -290,8 +290,11 @@ def build_test_loader(cfg, name: str) -> tuple[DataLoader, int]:
                        name, missing)
     sources = _names(cfg.DATASETS.NAMES)
     domain = sources.index(name) if name in sources else -1
+    # The reduced-scale decoding of huge JPEGs is part of the test-time preprocessing that
+    # FeatureExtractor shares, so both give the same features for any image.
     dataset = ReIDImageDataset(ds.query + ds.gallery, build_transforms(cfg, is_train=False),
-                               default_domain=domain)
+                               default_domain=domain,
+                               reduce_to=tuple(int(v) for v in cfg.INPUT.SIZE_TEST))
     _, world = rank_world()
     batch = max(1, int(cfg.TEST.IMS_PER_BATCH) // world)
     loader = _loader(dataset, cfg, max(int(cfg.SOLVER.SEED), 0), batch_size=batch,

@@ -62,15 +62,19 @@ class ReIDImageDataset(Dataset):
         transform: applied to the PIL image (e.g. from :func:`~reid_pbn.data.build_transforms`);
             ``None`` keeps the PIL image.
         default_domain: domain of items without a fourth element.
+        reduce_to: ``(height, width)`` the transform resizes to, for :func:`read_image`'s
+            reduced-scale decoding of huge JPEGs (``None`` decodes at full size). The test
+            loaders pass ``INPUT.SIZE_TEST``, as the feature-extraction API does.
     """
 
     def __init__(self, items: Sequence[tuple], transform: Callable | None = None,
-                 default_domain: int = 0):
+                 default_domain: int = 0, reduce_to: tuple[int, int] | None = None):
         self.items = [
             (str(it[0]), int(it[1]), int(it[2]), int(it[3]) if len(it) > 3 else default_domain)
             for it in items
         ]
         self.transform = transform
+        self.reduce_to = reduce_to
 
     def __len__(self) -> int:
         return len(self.items)
@@ -87,7 +91,7 @@ class ReIDImageDataset(Dataset):
         if isinstance(index, tuple):
             index, seed = index
         path, pid, camid, domain = self.items[index]
-        img = read_image(path)
+        img = read_image(path, reduce_to=self.reduce_to)
         if self.transform is not None:
             with _seeded(seed):
                 img = self.transform(img)
