@@ -24,8 +24,9 @@ forward, patch by patch, is :func:`reid_pbn.layers.pbn_reference.pbn_reference_f
 layers compute the same thing with the fused kernel of :mod:`reid_pbn.layers._pbn_kernel`
 (per-cell moments, one ``x * A + B`` pass, a custom backward), and the tests hold the two equal.
 
-With ``sync=True`` under DDP, the ranks of the process group act as one batch: they share the
-first rank's draws, merge their cell moments exactly and all-reduce the statistics' gradient.
+With ``sync=True`` under DDP, the ranks of the process group act as one batch: they draw from
+one generator seeded alike on every rank, merge their cell moments exactly and all-reduce the
+statistics' gradient.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
+from ..utils import comm
 from ._common import running_update_factor
 from ._pbn_kernel import (
     _acc_dtype,
@@ -97,12 +99,13 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
             ``torch.manual_seed`` reproduces a run.
         sync: in training under ``torch.distributed`` with more than one process in the group,
             normalize with the statistics of the whole batch of all processes, like
-            ``nn.SyncBatchNorm``: every process draws with its own generator, all use the first
-            process's draws (splits for the total batch size), the patch statistics and the
-            running statistics are those of the whole batch, and the gradient of the statistics
-            is summed over the processes. Every process must then run every training forward
-            of this layer (in the same order) and have at least one sample. Otherwise (and in
-            ``eval()`` mode) it has no effect.
+            ``nn.SyncBatchNorm``: all processes draw the same splits (for the total batch size)
+            and masks from a private generator seeded alike on every process at the first
+            synchronized forward (with a seed drawn from the first process's ``generator``),
+            the patch statistics and the running statistics are those of the whole batch, and
+            the gradient of the statistics is summed over the processes. Every process must
+            then run every training forward of this layer (in the same order) and have at least
+            one sample. Otherwise (and in ``eval()`` mode) it has no effect.
         process_group: the group to synchronize over (default: the default group).
         affine: learn a per-channel scale and shift.
         track_running_stats: keep running statistics (without them, patch statistics only).
@@ -155,6 +158,9 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
         self._cut_lo, self._cut_ratio = _fraction(lo), _fraction(hi) / _fraction(lo)
         self.generator = generator
         self.sync, self.process_group = bool(sync), process_group
+        # Synchronized draws: one generator, seeded alike on every rank at the first
+        # synchronized forward (see ``_sync_batch``).
+        self._shared_generator: torch.Generator | None = None
         # What the last training forward drew (read by tests and for inspection).
         self.last_splits: list[Split] = []
         self.last_mode_choice: torch.Tensor | None = None
@@ -178,21 +184,26 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
         """
         return _cut_bounds(size, self._cut_lo, self._cut_ratio, self.min_size)
 
-    def _draw(self, n: int, h: int, w: int, c: int) -> tuple[list[Split], torch.Tensor]:
+    def _draw(self, n: int, h: int, w: int, c: int,
+              generator: torch.Generator | None = None) -> tuple[list[Split], torch.Tensor]:
         """All random draws of one training forward, from a single call to the generator.
+
+        Args:
+            n: batch size (of all processes, when synchronized).
+            h: map height.
+            w: map width.
+            c: number of channels.
+            generator: the generator to draw from (default ``self.generator``).
 
         Returns:
             The splits (one per drawn mode, in draw order; the first updates the running
             statistics) and (8, C) uniforms for the per-channel draws (row 0: mode choice,
             rows 1...: the stochastic masks of the patches).
         """
-        u = self._uniforms(c)
+        generator = self.generator if generator is None else generator
+        # 9 uniforms for the splits, 8 C for the per-channel mode choice and masks.
+        u = torch.rand(9 + 8 * c, generator=generator, device=_device_of(generator))
         return self._splits(u[:9].tolist(), n, h, w), u[9:].view(8, c)
-
-    def _uniforms(self, c: int) -> torch.Tensor:
-        """The 9 + 8 C uniforms of one training forward (9 for the splits, 8 C per channel)."""
-        device = self.generator.device if self.generator is not None else "cpu"
-        return torch.rand(9 + 8 * c, generator=self.generator, device=device)
 
     def _splits(self, scalars: list[float], n: int, h: int, w: int) -> list[Split]:
         """The splits drawn by 9 uniforms, for a batch of ``n`` maps of ``h`` x ``w``."""
@@ -227,28 +238,35 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
 
     def _distributed(self) -> bool:
         """Whether ``torch.distributed`` runs with more than one process in the group."""
-        return (dist.is_available() and dist.is_initialized()
-                and dist.get_world_size(self.process_group) > 1)
+        return comm.is_dist() and dist.get_world_size(self.process_group) > 1
 
-    def _shared_draws(self, n: int, c: int, device, group) -> tuple[list[int], list[float],
-                                                                    torch.Tensor]:
-        """Every rank's batch size and the first rank's uniforms, in one ``all_gather``.
+    def _sync_batch(self, n: int, device: torch.device) -> tuple[list[int], torch.Generator]:
+        """Every rank's batch size, and the generator all ranks draw from, in one ``all_gather``.
 
-        Every rank draws its own uniforms (so its generator advances as without ``sync``) and
-        all of them use those of the first rank of the group.
+        On the first synchronized forward every rank also sends a seed drawn from its own
+        generator; all ranks seed one private generator with the first rank's, so they draw
+        the same values from then on without exchanging them.
+
+        Args:
+            n: this rank's batch size.
+            device: where the collective's tensors live (the input's device, as NCCL needs).
 
         Returns:
-            The batch sizes in group-rank order, the 9 uniforms of the splits (a list) and the
-            (8, C) per-channel uniforms (on ``device``).
+            The batch sizes in group-rank order and the shared generator.
         """
-        u = self._uniforms(c)
-        mine = torch.cat([u.new_full((1,), n), u]).to(device)
-        parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(parts, mine, group=group)
-        table = torch.stack(parts)  # (ranks, 1 + 9 + 8 C)
-        head = torch.cat([table[:, 0], table[0, 1:10]]).tolist()  # one read-back
-        world = len(parts)
-        return [int(v) for v in head[:world]], head[world:], table[0, 10:].view(8, c)
+        group, first = self.process_group, self._shared_generator is None
+        mine = [n]
+        if first:
+            mine.append(int(torch.randint(2**62, (1,), generator=self.generator,
+                                          device=_device_of(self.generator))))
+        local = torch.tensor(mine, dtype=torch.int64, device=device)
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, local, group=group)
+        table = torch.stack(parts).tolist()  # one read-back
+        if first:
+            self._shared_generator = torch.Generator(_device_of(self.generator))
+            self._shared_generator.manual_seed(table[0][1])
+        return [row[0] for row in table], self._shared_generator
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -273,14 +291,13 @@ class PatchBatchNorm2d(nn.BatchNorm2d):
             total, sync = n, None
             splits, uniforms = self._draw(n, h, w, c)
         else:
-            group = self.process_group
-            counts, scalars, uniforms = self._shared_draws(n, c, x.device, group)
-            total, sync = sum(counts), (group, counts)
+            counts, generator = self._sync_batch(n, x.device)
+            total, sync = sum(counts), (self.process_group, counts)
             if min(counts) < 1 or total * h * w < 2:  # the same decision on every rank
                 raise ValueError(
                     f"Synchronized PBN needs at least one sample on every process and more than "
                     f"1 value per channel in all; got batch sizes {counts} of {h} x {w} maps")
-            splits = self._splits(scalars, total, h, w)
+            splits, uniforms = self._draw(total, h, w, c, generator)
         layout = _layout(total, h, w, splits, x.device, dtype)
         self.last_splits = splits
         if uniforms.device != x.device:
@@ -375,3 +392,8 @@ def _cut_bounds(size: int, lo_frac: Fraction, ratio: Fraction, min_size: int) ->
     lo = math.floor(size * lo_frac)
     hi = math.floor(lo * ratio)
     return max(lo, min_size), min(hi, size - min_size + 1)
+
+
+def _device_of(generator: torch.Generator | None) -> torch.device:
+    """Where a generator draws (the global RNG: the CPU)."""
+    return generator.device if generator is not None else torch.device("cpu")

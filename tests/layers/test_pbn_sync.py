@@ -1,9 +1,10 @@
 """Synchronized PatchBatchNorm2d: two gloo processes on CPU against one process on the whole batch.
 
-Every case runs a few training steps. The reference is a plain PBN on the whole batch whose
-generator is seeded as rank 0's (rank 1's is seeded differently: its draws must be ignored);
-each rank runs a synchronized PBN on its rows and a loss on its rows, so the reference loss is
-the sum of the ranks' losses.
+Every case runs a few training steps. The ranks draw from one generator seeded, at their first
+synchronized forward, with a seed drawn from rank 0's generator (rank 1's is seeded differently:
+it must be ignored); the reference is a plain PBN on the whole batch whose generator is seeded
+with that seed. Each rank runs a synchronized PBN on its rows and a loss on its rows, so the
+reference loss is the sum of the ranks' losses.
 """
 
 from datetime import timedelta
@@ -77,6 +78,7 @@ def _worker(rank, world, init, out_dir):
             m = _module(options, SEED if rank == 0 else SEED + 1 + rank, sync=True)
             lo = sum(rows[:rank])
             results[name] = _run(m, size, rows, lo, lo + rows[rank])
+            results[f"{name}-seed"] = m._shared_generator.initial_seed()
         # A process without samples: every process raises, none waits for the others.
         m = _module({}, SEED, sync=True)
         try:
@@ -99,7 +101,11 @@ def ranks(tmp_path_factory):
 @pytest.mark.parametrize("name", list(CASES))
 def test_two_processes_equal_one_process_on_the_whole_batch(ranks, name):
     options, size, rows = CASES[name]
-    ref = _run(_module(options, SEED), size, rows, 0, sum(rows))
+    seed = ranks[0][f"{name}-seed"]
+    assert ranks[1][f"{name}-seed"] == seed
+    # The shared seed is the first draw of rank 0's generator: seeding rank 0 reproduces a run.
+    assert seed == int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(SEED)))
+    ref = _run(_module(options, seed), size, rows, 0, sum(rows))
     bounds = [(0, rows[0]), (rows[0], sum(rows))]
     tight = {"atol": 1e-10, "rtol": 1e-10}
     for step, want in enumerate(ref):
