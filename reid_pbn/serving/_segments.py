@@ -10,6 +10,7 @@ items) is garbage that the gallery removes.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -72,8 +73,6 @@ def write_segment(folder: Path, features: np.ndarray, items: list[dict]) -> Segm
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     out = io.BytesIO()
     np.save(out, array, allow_pickle=False)
     return out.getvalue()

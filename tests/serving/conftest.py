@@ -3,20 +3,14 @@ synthetic domain, and a gallery built from it."""
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
+from serving_helpers import CONFIG_TEXT, SIZE, randomized_model, tiny_cfg
 
-sys.path.insert(0, os.path.dirname(__file__))  # serving_helpers, beside this file
-
-from serving_helpers import CONFIG_TEXT, SIZE, randomized_model, tiny_cfg  # noqa: E402
-
-from reid_pbn import FeatureExtractor  # noqa: E402
-from reid_pbn.data import build_dataset  # noqa: E402
-from reid_pbn.serving import Gallery, model_provenance  # noqa: E402
-from reid_pbn.serving.sources import embed_images  # noqa: E402
+from reid_pbn import FeatureExtractor
+from reid_pbn.data import build_dataset
+from reid_pbn.serving import Gallery, model_provenance
+from reid_pbn.serving.sources import embed_images
 
 
 @pytest.fixture(scope="session")

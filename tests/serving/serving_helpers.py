@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ import torch
 
 from reid_pbn.config import get_cfg
 from reid_pbn.modeling import build_model
+from reid_pbn.serving.cli import run_tool as run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE = (64, 32)
@@ -87,10 +92,6 @@ def start_server(gallery: Path, model_files, log: Path, *extra: str):
 
 def http_json(method: str, url: str, body=None, timeout: float = 30) -> tuple[int, dict]:
     """One request with the standard library; returns ``(status, JSON answer)``."""
-    import json
-    import urllib.error
-    import urllib.request
-
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"Content-Type": "application/json"})
@@ -121,8 +122,6 @@ def random_unit(n: int, dim: int, seed: int) -> np.ndarray:
 
 def load_tool(name: str):
     """tools/<name>.py as a module (tools/ is not a package)."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -131,7 +130,8 @@ def load_tool(name: str):
 
 def run_tool(name: str, *argv: str) -> int:
     """Runs a tool in this process (as its ``__main__`` block does) and returns its exit code."""
-    from reid_pbn.serving.cli import run_tool as run
-
     module = load_tool(name)
-    return run(name, module.build_parser(), module.main, [str(a) for a in argv])
+    try:
+        return run_cli(name, module.build_parser(), module.main, [str(a) for a in argv])
+    except SystemExit as e:  # argparse's own refusals exit from inside parse_args
+        return e.code

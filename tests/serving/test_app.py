@@ -3,6 +3,7 @@ persistence across a restart."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import struct
 import zlib
@@ -192,7 +193,8 @@ def test_add_features_and_bad_additions(service):
 def test_no_path_traversal_and_unknown_routes(service, gallery_dir):
     client, _ = service
     for url in ("/thumbs/..%2Fgallery.json", "/thumbs/../gallery.json", "/gallery.json",
-                "/static/../../etc/passwd", "/thumbs/0123456789abcdef", "/items/x"):
+                "/static/../../etc/passwd", "/thumbs/0123456789abcdef", "/items/x",
+                "/gallery/0123456789abcdef", "/gallery/not-an-id"):
         r = client.get(url)
         assert r.status_code == 404 and "error" in r.json(), url
     _error(client.delete("/gallery/..%2F..%2Fgallery.json"), 404, "")
@@ -213,8 +215,6 @@ def test_additions_survive_a_restart(gallery_dir, extractor, synthetic):
 
 
 def test_concurrent_searches_share_forward_passes(service, synthetic):
-    import concurrent.futures
-
     client, _ = service
     paths = [p for p, _, _ in synthetic.gallery] * 2
 

@@ -10,6 +10,10 @@ import threading
 import time
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from serving_helpers import REPO, http_json, random_unit, start_server, stop_server
 
 from reid_pbn.serving import Gallery, model_provenance
@@ -64,9 +68,6 @@ def test_sigkill_during_additions_keeps_every_acknowledged_item(tmp_path, model_
 
 
 def _chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     browser = shutil.which("chromium") or "/usr/bin/chromium"
     driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     options = webdriver.ChromeOptions()
@@ -80,9 +81,6 @@ def _chromium():
 
 @pytest.mark.slow
 def test_page_in_headless_chromium(tmp_path, gallery_dir, model_files, synthetic):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     proc, url = start_server(gallery_dir, model_files, tmp_path / "server.log")
     browser = _chromium()
     try:
