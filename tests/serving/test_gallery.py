@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 import pytest
-from serving_helpers import random_unit, run_tool
+import torch
+from serving_helpers import random_unit, randomized_model, run_tool, tiny_cfg
 
 from reid_pbn.evaluation import ReIDIndex
 from reid_pbn.serving import Gallery, GalleryBusyError, UnknownItemError, choose_index
@@ -90,6 +91,12 @@ def test_build_index_and_search_round_trip(tmp_path, synthetic, model_files, cap
     assert run_tool("build_index", "--config-file", config_file, "--weights", weights,
                     "--images", folder, "--output", out) == 1
     assert "pass --overwrite" in capsys.readouterr().err
+    # Another model's features are not comparable with the gallery's: refused.
+    other = tmp_path / "other.pth"
+    torch.save(randomized_model(tiny_cfg(), seed=3).state_dict(), other)
+    assert run_tool("search", "--index", out, "--queries", itself, "--weights", other,
+                    "--output", res) == 1
+    assert "differs from the one that built the gallery" in capsys.readouterr().err
 
 
 def test_build_index_from_extracted_features(tmp_path, gallery_images, model_files, capsys):
