@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import faiss
 import torch
 
-from .. import __version__
+from ..version import __version__
 
 __all__ = ["file_sha256", "input_contract", "model_provenance", "provenance_mismatches"]
 
@@ -53,8 +53,9 @@ def input_contract(cfg) -> dict:
         "size": [int(v) for v in cfg.INPUT.SIZE_TEST],
         "pixel_mean": [float(v) for v in cfg.INPUT.PIXEL_MEAN],
         "pixel_std": [float(v) for v in cfg.INPUT.PIXEL_STD],
-        "formula": "(pixel / 255 - pixel_mean) / pixel_std, after a bilinear antialiased resize "
-                   "to size (height, width)",
+        "formula": "(pixel / 255 - pixel_mean) / pixel_std after resizing to size (height, "
+                   "width) with PIL's bicubic filter, as FeatureExtractor.preprocess and "
+                   "reid_pbn.data.transforms.test_preprocess do",
     }
 
 
