@@ -45,12 +45,11 @@ from ._common import running_update_factor
 from ._pbn_kernel import (
     _acc_dtype,
     _CoefficientMap,
-    _Layout,
-    _layout,
     _no_autocast,
     _PatchNormFunction,
     _running_trajectory,
 )
+from ._pbn_layout import _Layout, _layout
 from .norm import register_norm
 
 _MIXES = ("stochastic", "weighted")
