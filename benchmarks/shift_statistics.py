@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from reid_pbn.data.datasets import generate_domain, generate_shifted, shift_statistics
-from reid_pbn.data.datasets.synthetic_shift import SHIFT_FAMILIES, SOURCE
+from reid_pbn.data.synthetic import SHIFT_FAMILIES, SOURCE
 
 SPLITS = ("query", "bounding_box_test")
 KEYS = ("global_mean", "global_std", "patch_mean", "patch_std", "local_mean", "local_std")

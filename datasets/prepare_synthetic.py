@@ -11,7 +11,7 @@ import logging
 import time
 
 from reid_pbn.data.datasets.bases import resolve_root
-from reid_pbn.data.datasets.synthetic import DOMAIN_STYLES, generate_domain
+from reid_pbn.data.synthetic import DOMAIN_STYLES, generate_domain
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from reid_data_trees import SYNTH_KW, file_digests
 from reid_pbn.data import DATASET_REGISTRY, build_dataset
 from reid_pbn.data.datasets import MARKET_NAME_PATTERN, market1501, synthetic
 from reid_pbn.data.datasets.synthetic import DOMAIN_STYLES, generate_domain
+from reid_pbn.data.synthetic import writer
 
 
 def _manifest(path: str) -> dict:
@@ -86,8 +87,8 @@ def test_reused_and_other_parameters_never_replace_a_tree(tmp_path, monkeypatch)
     path = generate_domain(root, "SyntheticA", **SYNTH_KW)
     before = file_digests(path)
     calls = []
-    real = synthetic._write_tree
-    monkeypatch.setattr(synthetic, "_write_tree", lambda *a: calls.append(a) or real(*a))
+    real = writer.write_tree
+    monkeypatch.setattr(writer, "write_tree", lambda *a: calls.append(a) or real(*a))
     assert generate_domain(root, "SyntheticA", **SYNTH_KW) == path
     assert calls == []  # reused
     build_dataset("SyntheticA", root=root, **SYNTH_KW)
@@ -113,7 +114,7 @@ def test_interrupted_generation_leaves_no_tree(tmp_path, monkeypatch):
         os.makedirs(os.path.join(out_dir, "query"))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "_write_tree", crash)
+    monkeypatch.setattr(writer, "write_tree", crash)
     with pytest.raises(KeyboardInterrupt):
         generate_domain(str(tmp_path), "SyntheticA", **SYNTH_KW)
     assert os.listdir(tmp_path) == []
@@ -126,7 +127,7 @@ def test_interrupted_regeneration_keeps_the_old_tree(tmp_path, monkeypatch):
     def crash(out_dir, params):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(synthetic, "_write_tree", crash)
+    monkeypatch.setattr(writer, "write_tree", crash)
     with pytest.raises(RuntimeError):
         generate_domain(str(tmp_path), "SyntheticA", **{**SYNTH_KW, "seed": 9})
     assert file_digests(path) == before

@@ -28,9 +28,8 @@ from reid_pbn.data.datasets import (
     generate_domain,
     generate_shifted,
     shift_statistics,
-    synthetic,
-    synthetic_shift,
 )
+from reid_pbn.data.synthetic import DOMAIN_STYLES, shift, writer
 
 TINY = {"num_ids": 8, "num_cams": 2, "imgs_per_cam": 1, "size": (32, 16)}
 FAMILIES = ("SyntheticGlobal", "SyntheticLocal")
@@ -74,14 +73,14 @@ def test_synthetic_a_is_unchanged(tmp_path):
         "domain": "SyntheticA", "num_ids": 8, "num_cams": 2, "imgs_per_cam": 1,
         "size": [32, 16], "seed": 0, "num_distractors": 2, "generator_version": 2,
     }
-    style = asdict(synthetic.DOMAIN_STYLES["SyntheticA"])
+    style = asdict(DOMAIN_STYLES["SyntheticA"])
     assert manifest["style"] == json.loads(json.dumps(style))
     assert manifest["counts"] == {"bounding_box_train": 8, "query": 4, "bounding_box_test": 6}
     versions = (np.__version__.split(".")[:2], PIL.__version__.split(".")[:2])
     if versions != (["2", "4"], ["13", "0"]):  # drawing and random streams may differ
         pytest.skip("pixel digest pinned with numpy 2.4 and Pillow 13.0")
     digest = hashlib.sha256()
-    for _, name, img, _ in synthetic._images(manifest["params"]):
+    for _, name, img, _ in writer.render_images(manifest["params"]):
         digest.update(name.encode())
         digest.update(img.tobytes())
     # Computed with the generator before the shift hooks existed.
@@ -193,8 +192,8 @@ def test_strengths_live_in_their_own_folders(tmp_path, monkeypatch):
     assert sorted(os.listdir(root)) == ["SyntheticLocal@0.33", "SyntheticLocal@0.67"]
     before = file_digests(root)
     calls = []
-    real = synthetic_shift._write_images
-    monkeypatch.setattr(synthetic_shift, "_write_images",
+    real = shift.write_images
+    monkeypatch.setattr(shift, "write_images",
                         lambda *a: calls.append(a) or real(*a))
     # Reused, whichever order they are asked for: one does not regenerate the other.
     for s in (0.67, 0.33, 0.67):

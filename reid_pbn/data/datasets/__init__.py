@@ -1,6 +1,7 @@
 """Re-ID data sets: a registry of parsers for the public benchmarks, a user's own data and the
 synthetic domains. ``build_dataset(name, root=None, **kwargs)`` builds any of them."""
 
+from ..synthetic import shift_statistics
 from . import (  # noqa: F401 (registers)
     cuhk03,
     custom,
@@ -9,7 +10,6 @@ from . import (  # noqa: F401 (registers)
     market1501,
     msmt17,
     synthetic,
-    synthetic_shift,
 )
 from .bases import (
     ENV_ROOT,
@@ -37,13 +37,16 @@ from .registry import (
     parse_dataset_name,
     register_dataset,
 )
-from .synthetic import SyntheticA, SyntheticB, SyntheticC, SyntheticDomain, generate_domain
-from .synthetic_shift import (
+from .synthetic import (
+    SyntheticA,
+    SyntheticB,
+    SyntheticC,
+    SyntheticDomain,
     SyntheticGlobal,
     SyntheticLocal,
     SyntheticShift,
+    generate_domain,
     generate_shifted,
-    shift_statistics,
 )
 
 __all__ = [

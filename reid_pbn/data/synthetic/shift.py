@@ -29,27 +29,17 @@ from dataclasses import asdict, replace
 import numpy as np
 from PIL import Image
 
-from .registry import register_dataset
-from .synthetic import (
-    DOMAIN_STYLES,
-    SyntheticDomain,
-    _Camera,
-    _hsv,
-    _images,
-    _materialize,
-    _params,
-    _rng,
-    _SceneEdit,
-    _Shift,
-    _write_images,
-)
+from ._common import hsv, keyed_rng
+from .camera import Camera
+from .render import SceneEdit, Shift
+from .styles import DOMAIN_STYLES
+from .writer import domain_params, materialize, render_images, write_images
 
 __all__ = [
     "SHIFT_FAMILIES",
     "SHIFT_VERSION",
-    "SyntheticGlobal",
-    "SyntheticLocal",
-    "SyntheticShift",
+    "SOURCE",
+    "check_strength",
     "generate_shifted",
     "shift_folder",
     "shift_statistics",
@@ -96,7 +86,7 @@ def generate_shifted(
 
     The query and gallery hold the files SyntheticA writes with the same sizes and seed (same
     names, same identities), shifted; the train folder is empty. The tree is generated like
-    :func:`~.synthetic.generate_domain`'s: a manifest records the parameters, a tree written
+    :func:`~.writer.generate_domain`'s: a manifest records the parameters, a tree written
     with other parameters is regenerated, and it is written into a temporary folder and
     renamed into place.
 
@@ -121,16 +111,16 @@ def generate_shifted(
     """
     if family not in SHIFT_FAMILIES:
         raise ValueError(f"Unknown shift family '{family}'; known: {', '.join(SHIFT_FAMILIES)}")
-    strength = _check_strength(strength)
-    source = _params(SOURCE, num_ids, num_cams, imgs_per_cam, size, seed, num_distractors)
+    strength = check_strength(strength)
+    source = domain_params(SOURCE, num_ids, num_cams, imgs_per_cam, size, seed, num_distractors)
     params = {
         "domain": family, "source": SOURCE, "strength": strength,
         **{k: v for k, v in source.items() if k != "domain"}, "shift_version": SHIFT_VERSION,
     }
     shift = SHIFT_FAMILIES[family](source["seed"], strength)
-    return _materialize(
+    return materialize(
         root, shift_folder(family, strength), params,
-        lambda out: _write_images(out, _images(source, _TEST_SPLITS, shift)),
+        lambda out: write_images(out, render_images(source, _TEST_SPLITS, shift)),
         {"style": asdict(DOMAIN_STYLES[SOURCE])}, force=force,
     )
 
@@ -178,89 +168,6 @@ def shift_statistics(reference: np.ndarray, shifted: np.ndarray, grid: int = 4) 
 
 
 # ------------------------------------------------------------------------------------------
-# Registered data sets
-# ------------------------------------------------------------------------------------------
-class SyntheticShift(SyntheticDomain):
-    """A shift family at one strength, generated on first use and read like Market-1501.
-
-    Registered as its family's name; ``"SyntheticLocal@0.33"`` builds ``SyntheticLocal``
-    with ``strength=0.33`` (``name_parameter``). Only the query and gallery hold images: a
-    family is a target, and as a source (``DATASETS.NAMES``) it fails with a clear error.
-    """
-
-    name_parameter = "strength"
-    required_splits = ("query", "gallery")
-
-    def __init__(
-        self,
-        root: str | None = None,
-        *,
-        strength: float = 1.0,
-        num_ids: int = 120,
-        num_cams: int = 4,
-        imgs_per_cam: int = 3,
-        size: tuple[int, int] = (128, 64),
-        seed: int = 0,
-        num_distractors: int | None = None,
-        verify_images: bool = True,
-        strict: bool = False,
-    ):
-        """Generate the shifted test split if needed, then parse it.
-
-        Args:
-            root: data root (``None``: ``$REID_PBN_DATASETS``, else ``datasets/``); the tree
-                is written to ``<root>/<ClassName>@<strength>``.
-            strength: shift strength, >= 0 (0: SyntheticA's test split unchanged; 1: strong).
-            num_ids: identities of SyntheticA (its test half is used).
-            num_cams: cameras, 2..9.
-            imgs_per_cam: images per identity and camera.
-            size: image size ``(height, width)``.
-            seed: generator seed (SyntheticA's; the shift is keyed by it too).
-            num_distractors: distractor images (pid 0) in the gallery.
-            verify_images: decode every image once and leave out unreadable ones (logged).
-            strict: fail on unreadable images instead of leaving them out.
-
-        Raises:
-            ValueError: a strength below 0 or not finite, or invalid sizes.
-        """
-        self.strength = _check_strength(strength)
-        super().__init__(
-            root, num_ids=num_ids, num_cams=num_cams, imgs_per_cam=imgs_per_cam, size=size,
-            seed=seed, num_distractors=num_distractors, verify_images=verify_images,
-            strict=strict,
-        )
-
-    @property
-    def name(self) -> str:
-        """The data set's name with its strength, e.g. ``"SyntheticLocal@0.33"``."""
-        return shift_folder(type(self).__name__, self.strength)
-
-    def _generate(self, root: str, **sizes) -> str:
-        return generate_shifted(root, type(self).__name__, self.strength, **sizes)
-
-    expected_tree = """
-<root>/
-  SyntheticLocal@0.33/          (written on first use; one folder per family and strength)
-    bounding_box_train/         (empty: the families are test targets)
-    query/                      0061_c1s1_001526_01.jpg  (SyntheticA's test files, shifted)
-    bounding_box_test/
-    manifest.json
-"""
-
-
-@register_dataset
-class SyntheticGlobal(SyntheticShift):
-    """SyntheticA's test split under a global photometric shift (gain, cast, contrast,
-    saturation per camera); ``"SyntheticGlobal@0.5"`` sets the strength."""
-
-
-@register_dataset
-class SyntheticLocal(SyntheticShift):
-    """SyntheticA's test split under a local shift (light ramp, spotlight, shadow band,
-    occluder, background clutter); ``"SyntheticLocal@0.5"`` sets the strength."""
-
-
-# ------------------------------------------------------------------------------------------
 # The global family: each camera's style moves along its own direction
 # ------------------------------------------------------------------------------------------
 #: Colour-cast directions (RGB gains): warm lamps, cool shade, green fluorescent tubes,
@@ -270,15 +177,15 @@ _GLOBAL_CODE = 11  # mixed into the seeds like a domain's code: keys of its own
 _LOCAL_CODE = 12
 
 
-class _GlobalShift(_Shift):
+class _GlobalShift(Shift):
     """Camera styles moved by ``strength`` x a per-camera change of gain, cast, contrast and
     saturation (at strength 1 stronger than the gap from SyntheticA to SyntheticB)."""
 
     def __init__(self, seed: int, strength: float):
         self.seed, self.strength = seed, strength
 
-    def camera(self, index: int, cam: _Camera) -> _Camera:
-        r = _rng(self.seed, _GLOBAL_CODE, 1, index)
+    def camera(self, index: int, cam: Camera) -> Camera:
+        r = keyed_rng(self.seed, _GLOBAL_CODE, 1, index)
         # Drawn whatever the strength: a camera moves along one direction as strength grows.
         gain = r.uniform(-0.45, -0.3) if r.random() < 0.7 else r.uniform(0.2, 0.3)
         cast = np.array(_CASTS[r.integers(len(_CASTS))], np.float32)
@@ -300,23 +207,23 @@ class _GlobalShift(_Shift):
 # ------------------------------------------------------------------------------------------
 # The local family: light, occlusion and clutter that vary across the image
 # ------------------------------------------------------------------------------------------
-class _LocalShift(_Shift):
+class _LocalShift(Shift):
     """Per-image scene edits (see :class:`_LocalEdit`)."""
 
     def __init__(self, seed: int, strength: float):
         self.seed, self.strength = seed, strength
 
-    def edit(self, keys: tuple[int, ...]) -> _SceneEdit | None:
+    def edit(self, keys: tuple[int, ...]) -> SceneEdit | None:
         if self.strength == 0:
             return None
-        return _LocalEdit(_rng(self.seed, _LOCAL_CODE, *keys), self.strength)
+        return _LocalEdit(keyed_rng(self.seed, _LOCAL_CODE, *keys), self.strength)
 
 
 _CLUTTER_MAX = 8  # clutter objects drawn per image; strength picks how many are placed
 _TINTS = ((1.0, 0.88, 0.7), (0.8, 0.92, 1.0), (1.0, 1.0, 1.0))  # sodium, LED/sky, white
 
 
-class _LocalEdit(_SceneEdit):
+class _LocalEdit(SceneEdit):
     """One image's local shift; coordinates are fractions of the image's height and width.
 
     * Clutter (behind the person): ``round(strength * U(5, 8))`` boxes, poles and blobs whose
@@ -348,7 +255,7 @@ class _LocalEdit(_SceneEdit):
         self.occ_side = int(rng.choice(3, p=[0.5, 0.25, 0.25]))  # bottom, left, right
         self.occ_extent = rng.uniform(0.25, 0.5)
         self.occ_span = (rng.uniform(-0.2, 0.3), rng.uniform(0.7, 1.2))
-        self.occ_colour = np.array(_hsv(rng.random(), rng.uniform(0, 0.7), rng.uniform(0.2, 0.9)),
+        self.occ_colour = np.array(hsv(rng.random(), rng.uniform(0, 0.7), rng.uniform(0.2, 0.9)),
                                    np.float32)
         self.occ_texture = int(rng.choice(3, p=[0.4, 0.3, 0.3]))  # plain, bars, mottled
         self.occ_period = rng.uniform(0.05, 0.1)
@@ -450,7 +357,7 @@ class _LocalEdit(_SceneEdit):
 
 
 #: Shift family name -> shift class (``cls(seed, strength)``).
-SHIFT_FAMILIES: dict[str, type[_Shift]] = {
+SHIFT_FAMILIES: dict[str, type[Shift]] = {
     "SyntheticGlobal": _GlobalShift,
     "SyntheticLocal": _LocalShift,
 }
@@ -459,7 +366,18 @@ SHIFT_FAMILIES: dict[str, type[_Shift]] = {
 # ------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------
-def _check_strength(strength: float) -> float:
+def check_strength(strength: float) -> float:
+    """A shift strength as a float, checked.
+
+    Args:
+        strength: the strength (a number, or a string that parses as one).
+
+    Returns:
+        ``float(strength)``.
+
+    Raises:
+        ValueError: not a finite number >= 0.
+    """
     try:
         value = float(strength)
     except (TypeError, ValueError):
