@@ -1,6 +1,6 @@
 """reid_pbn: domain-robust person re-identification with Patch-aware Batch Normalization."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def __getattr__(name):

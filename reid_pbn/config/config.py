@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
+from .defaults import _C
+
 BASE_KEY = "_BASE_"
 #: Largest config file read (bytes); real configs are a few KB.
 MAX_CONFIG_BYTES = 1 << 20
@@ -217,8 +219,6 @@ def _deep_update(dst: dict, src: Mapping) -> None:
 
 def get_cfg() -> CfgNode:
     """Return a fresh copy of the default config (see ``reid_pbn/config/defaults.py``)."""
-    from .defaults import _C
-
     return CfgNode(_C.clone())
 
 

@@ -1,13 +1,40 @@
-"""Building a model for feature extraction / evaluation from a config and a weight file."""
+"""Inference from a config: the model with its weights, test loaders per target data set, the
+DDP feature gather, and the evaluation of every target (results tables and files).
+
+This is the glue between the floors below: ``data`` builds the loaders, ``modeling`` the model,
+``evaluation`` extracts features from a (model, loader) pair and scores them.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 
+import numpy as np
+import torch
+
+from ..data import build_test_loader
+from ..evaluation import (
+    evaluate,
+    evaluation_kwargs_from_config,
+    extract_features,
+    format_results_table,
+    save_results,
+)
+from ..modeling import build_model
+from ..utils import comm
 from .checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_checked
 from .defaults import resolve_device
 
 logger = logging.getLogger("reid_pbn")
+
+__all__ = [
+    "average_domain_weights",
+    "build_inference_model",
+    "gather_features",
+    "inference_on_datasets",
+]
 
 
 def build_inference_model(cfg, weights: str | None = None, device: str | None = None):
@@ -24,8 +51,6 @@ def build_inference_model(cfg, weights: str | None = None, device: str | None = 
     Returns:
         The model.
     """
-    from ..modeling import build_model
-
     num_domains = max(len(cfg.DATASETS.NAMES), 1)
     model = build_model(cfg, num_classes=max(cfg.MODEL.HEADS.NUM_CLASSES, 1),
                         num_domains=num_domains)
@@ -43,3 +68,121 @@ def build_inference_model(cfg, weights: str | None = None, device: str | None = 
     model.to(resolve_device(device or cfg.MODEL.DEVICE))
     model.eval()
     return model
+
+
+def gather_features(data: dict) -> dict:
+    """Concatenates every rank's :func:`extract_features` output in rank order.
+
+    DDP test loaders give each rank a contiguous shard
+    (:class:`~reid_pbn.data.samplers.InferenceSampler`), so rank order is data-set order.
+    Outside DDP the input is returned as is.
+
+    Args:
+        data: this rank's ``extract_features`` dict.
+
+    Returns:
+        The dict over the whole data set (on every rank).
+    """
+    if comm.get_world_size() == 1:
+        return data
+    parts = comm.all_gather_object({k: (v.numpy() if torch.is_tensor(v) else v)
+                                    for k, v in data.items()})
+
+    def cat(key):
+        arrays = [p[key] for p in parts if p[key] is not None and p[key].size]
+        return torch.from_numpy(np.concatenate(arrays)) if arrays else None
+
+    feats = cat("feats")
+    return {
+        "feats": feats if feats is not None else torch.zeros(0, 0),
+        **{k: np.concatenate([p[k] for p in parts]) for k in ("pids", "camids", "domains")},
+        "paths": [path for p in parts for path in p["paths"]],
+        "domain_weights": cat("domain_weights"),
+    }
+
+
+def average_domain_weights(weights: torch.Tensor, source_names: Sequence[str]) -> dict:
+    """Mean BNE domain weight of each source domain over a target's images.
+
+    Args:
+        weights: (N, D) per-image domain weights (rows sum to 1).
+        source_names: the D source data sets in domain-index order (``DATASETS.NAMES``);
+            ``domain<i>`` is used when the count does not match.
+
+    Returns:
+        ``{"domain_weight:<source name>": mean weight}`` in domain order.
+    """
+    mean = weights.float().mean(0).tolist()
+    names = list(source_names)
+    if len(names) != len(mean):
+        names = [f"domain{i}" for i in range(len(mean))]
+    return {f"domain_weight:{n}": float(v) for n, v in zip(names, mean)}
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def inference_on_datasets(
+    cfg,
+    model: torch.nn.Module,
+    names: Sequence[str],
+    output_dir: str | os.PathLike | None = None,
+) -> dict[str, dict]:
+    """Evaluates one model on several target data sets (query first, then gallery each).
+
+    For every name it builds ``reid_pbn.data.build_test_loader(cfg, name)``, extracts features
+    (``TEST.FLIP``), runs :func:`~reid_pbn.evaluation.evaluate` with ``TEST.METRIC``,
+    ``TEST.MAX_RANK``, ``TEST.CHUNK_SIZE``, ``TEST.RERANK.*``, ``TEST.AQE.*`` and
+    ``TEST.ROC.*``, and logs a table. With ``output_dir`` it writes ``results.json``,
+    ``results.csv`` and a CMC curve ``cmc_<name>.png`` per target (and ``roc_<name>.png`` when
+    ROC is enabled).
+
+    Args:
+        cfg: the config.
+        model: the model (its device is used for extraction).
+        names: registry names of the target data sets.
+        output_dir: folder for the result files; None writes nothing.
+
+    For a BNE model (one exposing ``last_domain_weights``) each target's results also hold the
+    average domain weight of every source, ``"domain_weight:<source>"``: which source
+    domain the target resembles.
+
+    Under DDP every rank must call it: each extracts its shard, the features are gathered in
+    data-set order, and the main process evaluates and writes (the others return ``{}``).
+
+    Returns:
+        ``{name: results dict of evaluate}`` in the order of ``names``.
+    """
+    kwargs = evaluation_kwargs_from_config(cfg)
+    device = _model_device(model)
+    results: dict[str, dict] = {}
+    for name in names:
+        loader, num_query = build_test_loader(cfg, name)
+        data = gather_features(extract_features(model, loader, device, flip=bool(cfg.TEST.FLIP),
+                                                desc=f"features of {name}"))
+        if not comm.is_main_process():
+            continue
+        feats = data["feats"]
+        q, g = slice(0, num_query), slice(num_query, None)
+        logger.info("%s: %d query and %d gallery images, %d-d features", name, num_query,
+                    feats.shape[0] - num_query, feats.shape[1] if feats.dim() == 2 else 0)
+        res = evaluate(
+            feats[q], feats[g], data["pids"][q], data["pids"][g], data["camids"][q],
+            data["camids"][g], **kwargs,
+        )
+        if data["domain_weights"] is not None:
+            weights = average_domain_weights(data["domain_weights"], cfg.DATASETS.NAMES)
+            res.update(weights)
+            logger.info("%s: average BNE domain weights (which source it resembles): %s", name,
+                        ", ".join(f"{k.split(':', 1)[1]} {v:.3f}" for k, v in weights.items()))
+        results[name] = res
+        logger.info("Evaluation on %s (%d of %d queries with a true match):\n%s", name,
+                    res["num_valid_queries"], res["num_queries"],
+                    format_results_table({name: res}))
+    if len(results) > 1:
+        logger.info("All targets:\n%s", format_results_table(results))
+    if output_dir is not None and results:
+        save_results(results, output_dir)
+    return results

@@ -12,6 +12,12 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..config import ConfigError
+from ..data.datasets.bases import DatasetFormatError, DatasetNotFoundError, UnreadableImageError
+from ..evaluation.index import IndexFormatError
+from ..utils.file_io import CheckpointError
+from .defaults import setup_cfg
+
 logger = logging.getLogger("reid_pbn")
 
 
@@ -99,8 +105,6 @@ def _requested_device(args) -> str:
     """``MODEL.DEVICE`` of the tool's config and overrides ("auto" when it has none)."""
     if not in_torchrun():
         return "auto"
-    from .defaults import setup_cfg
-
     cfg = setup_cfg(getattr(args, "config_file", "") or "", list(getattr(args, "opts", []) or []))
     return str(cfg.MODEL.DEVICE)
 
@@ -110,10 +114,5 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     Tools report them as one error message (exit code 1) rather than a traceback.
     """
-    from ..config import ConfigError
-    from ..data.datasets.bases import DatasetFormatError, DatasetNotFoundError, UnreadableImageError
-    from ..evaluation.index import IndexFormatError
-    from .checkpoint import CheckpointError
-
     return (ConfigError, CheckpointError, DatasetNotFoundError, DatasetFormatError,
             UnreadableImageError, IndexFormatError, FloatingPointError)

@@ -15,7 +15,10 @@ import torch
 from tqdm import tqdm
 
 from ..config import ConfigError
+from ..data import build_test_loader, build_train_loader
+from ..evaluation import check_evaluation_options, evaluation_kwargs_from_config
 from ..layers import DSBN2d
+from ..modeling import build_model
 from ..utils import comm
 from . import hooks
 from .checkpoint import (
@@ -25,6 +28,7 @@ from .checkpoint import (
     load_model_weights,
 )
 from .defaults import resolve_device
+from .inference import inference_on_datasets
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("reid_pbn")
@@ -254,8 +258,6 @@ class DefaultTrainer(SimpleTrainer):
     """
 
     def __init__(self, cfg):
-        from ..data import build_train_loader
-        from ..modeling import build_model
 
         seed_all(cfg.SOLVER.SEED, cfg.SOLVER.DETERMINISTIC)
         check_evaluation_setup(cfg)
@@ -359,8 +361,6 @@ class DefaultTrainer(SimpleTrainer):
     def evaluate(self) -> dict:
         """Evaluate the model on DATASETS.TESTS (every rank extracts its shard; the main process
         evaluates and returns the results, the others return ``{}``)."""
-        from ..evaluation import inference_on_datasets
-
         model = self.unwrapped
         comm.average_buffers(model)  # every rank extracts its shard with the same network
         was_training = model.training
@@ -419,9 +419,6 @@ def check_evaluation_setup(cfg) -> None:
         ConfigError: a bad evaluation option or an unknown target data set.
         DatasetNotFoundError: a target data set's files are not under the data root.
     """
-    from ..data import build_test_loader
-    from ..evaluation import check_evaluation_options, evaluation_kwargs_from_config
-
     check_evaluation_options(evaluation_kwargs_from_config(cfg))
     probe = cfg.clone()
     probe.defrost()

@@ -1,18 +1,17 @@
-"""Evaluation and retrieval: exact ranking metrics, re-ranking, FAISS index, cross-dataset
-evaluation and visualization."""
+"""Evaluation and retrieval: exact ranking metrics, re-ranking, FAISS index, feature extraction,
+result files and visualization. Features, ids and cameras in; no config, data or engine
+(evaluating a model on configured data sets is :func:`reid_pbn.engine.inference_on_datasets`)."""
 
+from .distance import PairwiseDistance, compute_distance
 from .evaluator import (
     check_evaluation_options,
     evaluation_kwargs_from_config,
     extract_features,
     format_results_table,
-    inference_on_datasets,
     save_results,
 )
 from .index import IndexFormatError, ReIDIndex, exact_knn
 from .metrics import (
-    PairwiseDistance,
-    compute_distance,
     evaluate,
     pair_distances,
     query_expansion,
@@ -41,7 +40,6 @@ __all__ = [
     "exact_knn",
     "extract_features",
     "format_results_table",
-    "inference_on_datasets",
     "pair_distances",
     "plot_cmc",
     "plot_distance_histogram",

@@ -1,4 +1,9 @@
-"""Feature extraction from test loaders and cross-dataset evaluation with result files."""
+"""Feature extraction from a (model, loader) pair, result tables and result files.
+
+Evaluation works on a model and a loader, or on features, ids and cameras; building the test
+loaders from a config and gathering features across DDP ranks is the engine's job
+(:func:`reid_pbn.engine.inference_on_datasets`).
+"""
 
 from __future__ import annotations
 
@@ -15,15 +20,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..config import ConfigError
-from ..utils import comm
-from .metrics import METRICS, evaluate
+from .distance import METRICS
 from .visualize import plot_cmc, plot_roc
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "extract_features",
-    "inference_on_datasets",
     "evaluation_kwargs_from_config",
     "format_results_table",
     "save_results",
@@ -252,123 +255,3 @@ def _csv_cell(v):
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.6f}"
     return v.item() if isinstance(v, np.generic) else v
-
-
-def gather_features(data: dict) -> dict:
-    """Concatenates every rank's :func:`extract_features` output in rank order.
-
-    DDP test loaders give each rank a contiguous shard
-    (:class:`~reid_pbn.data.samplers.InferenceSampler`), so rank order is data-set order.
-    Outside DDP the input is returned as is.
-
-    Args:
-        data: this rank's ``extract_features`` dict.
-
-    Returns:
-        The dict over the whole data set (on every rank).
-    """
-    if comm.get_world_size() == 1:
-        return data
-    parts = comm.all_gather_object({k: (v.numpy() if torch.is_tensor(v) else v)
-                                    for k, v in data.items()})
-
-    def cat(key):
-        arrays = [p[key] for p in parts if p[key] is not None and p[key].size]
-        return torch.from_numpy(np.concatenate(arrays)) if arrays else None
-
-    feats = cat("feats")
-    return {
-        "feats": feats if feats is not None else torch.zeros(0, 0),
-        **{k: np.concatenate([p[k] for p in parts]) for k in ("pids", "camids", "domains")},
-        "paths": [path for p in parts for path in p["paths"]],
-        "domain_weights": cat("domain_weights"),
-    }
-
-
-def average_domain_weights(weights: torch.Tensor, source_names: Sequence[str]) -> dict:
-    """Mean BNE domain weight of each source domain over a target's images.
-
-    Args:
-        weights: (N, D) per-image domain weights (rows sum to 1).
-        source_names: the D source data sets in domain-index order (``DATASETS.NAMES``);
-            ``domain<i>`` is used when the count does not match.
-
-    Returns:
-        ``{"domain_weight:<source name>": mean weight}`` in domain order.
-    """
-    mean = weights.float().mean(0).tolist()
-    names = list(source_names)
-    if len(names) != len(mean):
-        names = [f"domain{i}" for i in range(len(mean))]
-    return {f"domain_weight:{n}": float(v) for n, v in zip(names, mean)}
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-def inference_on_datasets(
-    cfg,
-    model: torch.nn.Module,
-    names: Sequence[str],
-    output_dir: str | os.PathLike | None = None,
-) -> dict[str, dict]:
-    """Evaluates one model on several target data sets (query first, then gallery each).
-
-    For every name it builds ``reid_pbn.data.build_test_loader(cfg, name)``, extracts features
-    (``TEST.FLIP``), runs :func:`~reid_pbn.evaluation.evaluate` with ``TEST.METRIC``,
-    ``TEST.MAX_RANK``, ``TEST.CHUNK_SIZE``, ``TEST.RERANK.*``, ``TEST.AQE.*`` and
-    ``TEST.ROC.*``, and logs a table. With ``output_dir`` it writes ``results.json``,
-    ``results.csv`` and a CMC curve ``cmc_<name>.png`` per target (and ``roc_<name>.png`` when
-    ROC is enabled).
-
-    Args:
-        cfg: the config.
-        model: the model (its device is used for extraction).
-        names: registry names of the target data sets.
-        output_dir: folder for the result files; None writes nothing.
-
-    For a BNE model (one exposing ``last_domain_weights``) each target's results also hold the
-    average domain weight of every source, ``"domain_weight:<source>"``: which source
-    domain the target resembles.
-
-    Under DDP every rank must call it: each extracts its shard, the features are gathered in
-    data-set order, and the main process evaluates and writes (the others return ``{}``).
-
-    Returns:
-        ``{name: results dict of evaluate}`` in the order of ``names``.
-    """
-    from ..data import build_test_loader
-
-    kwargs = evaluation_kwargs_from_config(cfg)
-    device = _model_device(model)
-    results: dict[str, dict] = {}
-    for name in names:
-        loader, num_query = build_test_loader(cfg, name)
-        data = gather_features(extract_features(model, loader, device, flip=bool(cfg.TEST.FLIP),
-                                                desc=f"features of {name}"))
-        if not comm.is_main_process():
-            continue
-        feats = data["feats"]
-        q, g = slice(0, num_query), slice(num_query, None)
-        logger.info("%s: %d query and %d gallery images, %d-d features", name, num_query,
-                    feats.shape[0] - num_query, feats.shape[1] if feats.dim() == 2 else 0)
-        res = evaluate(
-            feats[q], feats[g], data["pids"][q], data["pids"][g], data["camids"][q],
-            data["camids"][g], **kwargs,
-        )
-        if data["domain_weights"] is not None:
-            weights = average_domain_weights(data["domain_weights"], cfg.DATASETS.NAMES)
-            res.update(weights)
-            logger.info("%s: average BNE domain weights (which source it resembles): %s", name,
-                        ", ".join(f"{k.split(':', 1)[1]} {v:.3f}" for k, v in weights.items()))
-        results[name] = res
-        logger.info("Evaluation on %s (%d of %d queries with a true match):\n%s", name,
-                    res["num_valid_queries"], res["num_queries"],
-                    format_results_table({name: res}))
-    if len(results) > 1:
-        logger.info("All targets:\n%s", format_results_table(results))
-    if output_dir is not None and results:
-        save_results(results, output_dir)
-    return results

@@ -44,7 +44,7 @@ from ._index_store import (
     write_synced,
 )
 from .checks import FEATURES_HINT, OVERFLOW_HINT, check_finite_rows
-from .metrics import l2_normalize
+from .distance import l2_normalize
 
 logger = logging.getLogger(__name__)
 

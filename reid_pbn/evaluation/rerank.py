@@ -37,7 +37,8 @@ import scipy.sparse as sp
 import torch
 
 from .checks import OVERFLOW_HINT, check_finite_rows
-from .metrics import PairwiseDistance, _check_metric, as_feature_tensor, l2_normalize
+from .distance import PairwiseDistance, as_feature_tensor, check_metric, l2_normalize
+from .index import exact_knn
 from .rank import auto_chunk_size
 
 logger = logging.getLogger(__name__)
@@ -110,9 +111,7 @@ class KReciprocalReRanker:
         metric: str = "cosine",
         use_gpu: bool = True,
     ) -> None:
-        from .index import exact_knn
-
-        _check_metric(metric)
+        check_metric(metric)
         if k1 < 1 or k2 < 1:
             raise ValueError(f"k1 and k2 must be at least 1, got k1={k1}, k2={k2}")
         if not 0.0 <= lambda_value <= 1.0:

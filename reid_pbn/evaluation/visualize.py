@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
-from .metrics import as_feature_tensor, compute_distance
+from .distance import as_feature_tensor, compute_distance
 from .rank import as_id_arrays, as_int_array
 
 logger = logging.getLogger(__name__)

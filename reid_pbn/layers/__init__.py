@@ -21,7 +21,7 @@ from .mixstyle import (
     sample_beta,
     set_mix_domains,
 )
-from .norm import NORM_REGISTRY, convert_norm, get_norm, norm_kwargs_from_cfg, register_norm
+from .norm import NORM_REGISTRY, convert_norm, get_norm, register_norm
 from .pbn import PatchBatchNorm2d, Split, StochNorm2d
 from .pbn_reference import pbn_reference_forward
 
@@ -46,7 +46,6 @@ __all__ = [
     "get_norm",
     "instance_statistics",
     "apply_mixstyle",
-    "norm_kwargs_from_cfg",
     "pbn_reference_forward",
     "register_norm",
     "sample_beta",

@@ -33,7 +33,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from .. import __version__
+from ..version import __version__
 from ._http import ApiError, BodyLimit, parse_int, parse_json_object_list, parse_vectors
 from .batching import BatchQueue
 from .gallery import Gallery, UnknownItemError

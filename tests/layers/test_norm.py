@@ -7,7 +7,6 @@ import torch
 import torchvision
 from torch import nn
 
-from reid_pbn.config import get_cfg
 from reid_pbn.layers import (
     NORM_REGISTRY,
     BatchGroupNorm2d,
@@ -18,7 +17,6 @@ from reid_pbn.layers import (
     StochNorm2d,
     convert_norm,
     get_norm,
-    norm_kwargs_from_cfg,
     register_norm,
     set_domains,
 )
@@ -161,34 +159,6 @@ def test_convert_norm_leaves_other_layers_and_subclasses():
     assert isinstance(model[1], StochNorm2d) and model[1].p == 0.25
     assert type(model[2]) is PatchBatchNorm2d
     assert type(model[3]) is nn.BatchNorm1d
-
-
-def test_norm_kwargs_from_cfg():
-    cfg = get_cfg()
-    assert norm_kwargs_from_cfg(cfg) == ("BN", {})
-    cfg.MODEL.BACKBONE.NORM = "PBN"
-    cfg.MODEL.BACKBONE.PBN.MIX = "weighted"
-    cfg.MODEL.BACKBONE.PBN.LAM = 0.3
-    cfg.MODEL.BACKBONE.PBN.MODES = (1, 2)
-    cfg.MODEL.BACKBONE.NORM_KWARGS = ("min_size=3",)
-    name, kwargs = norm_kwargs_from_cfg(cfg)
-    assert name == "PBN"
-    assert kwargs == {"mix": "weighted", "p": 0.5, "lam": 0.3, "modes": (1, 2), "num_modes": 2,
-                      "cut_range": (0.25, 0.75), "min_size": 3}
-    m = get_norm(name, 8, **kwargs)
-    assert m.lam == 0.3 and m.modes == (1, 2) and m.min_size == 3
-
-    cfg.MODEL.BACKBONE.NORM = "DSBN"
-    cfg.MODEL.BACKBONE.DSBN.INNER = "PBN"
-    name, kwargs = norm_kwargs_from_cfg(cfg)
-    assert kwargs["inner"] == "PBN" and kwargs["per_domain_affine"] is False
-    assert kwargs["mix"] == "weighted"
-    m = get_norm(name, 8, num_domains=2, **kwargs)
-    assert isinstance(m.bns[1], PatchBatchNorm2d) and m.bns[1].lam == 0.3
-
-    cfg.MODEL.BACKBONE.NORM = "GN"
-    cfg.MODEL.BACKBONE.NORM_KWARGS = ("num_groups=4",)
-    assert norm_kwargs_from_cfg(cfg) == ("GN", {"num_groups": 4})
 
 
 def test_frozen_bn():

@@ -14,8 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from reid_pbn.config import get_cfg
-from reid_pbn.layers import PatchBatchNorm2d, get_norm, norm_kwargs_from_cfg
+from reid_pbn.layers import PatchBatchNorm2d
 
 C, STEPS, SEED = 5, 3, 11
 # name: PBN options, map size and the rows of each rank. 8 x 4 maps pool cells with the one-hot
@@ -149,17 +148,3 @@ def test_sync_without_process_group_equals_unsynchronized(size):
         for a, b in zip(*out):
             assert torch.equal(a, b)
     assert "sync=True" in repr(synced) and "sync" not in repr(plain)
-
-
-def test_config_key_reaches_the_layers():
-    cfg = get_cfg()
-    assert cfg.MODEL.BACKBONE.PBN.SYNC is False
-    cfg.MODEL.BACKBONE.NORM = "PBN"
-    assert "sync" not in norm_kwargs_from_cfg(cfg)[1]
-    cfg.MODEL.BACKBONE.PBN.SYNC = True
-    name, kwargs = norm_kwargs_from_cfg(cfg)
-    assert kwargs["sync"] is True and get_norm(name, 4, **kwargs).sync
-    cfg.MODEL.BACKBONE.NORM = "DSBN"
-    cfg.MODEL.BACKBONE.DSBN.INNER = "PBN"
-    name, kwargs = norm_kwargs_from_cfg(cfg)
-    assert all(bn.sync for bn in get_norm(name, 4, num_domains=2, **kwargs).bns)

@@ -7,6 +7,7 @@ from .build import (
     build_resnet_backbone,
     mixers_from_cfg,
     norm_from_cfg,
+    norm_stages_from_cfg,
 )
 from .osnet import OSNET_ARCHS, OSNET_STAGES, OSNet, build_osnet
 from .pretrained import (
@@ -36,5 +37,6 @@ __all__ = [
     "load_pretrained_weights",
     "mixers_from_cfg",
     "norm_from_cfg",
+    "norm_stages_from_cfg",
     "read_state_dict",
 ]

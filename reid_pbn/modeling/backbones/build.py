@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from torch import nn
 
-from ...layers import build_mix_layer, get_norm, norm_kwargs_from_cfg
+from ...config import ConfigError, parse_kwargs
+from ...layers import build_mix_layer, get_norm
 from ..registry import Registry
-from .osnet import OSNET_ARCHS, build_osnet
+from .osnet import OSNET_ARCHS, OSNET_STAGES, build_osnet
 from .pretrained import (
     _DOMAIN_PART,
     fetch_imagenet_state_dict,
     load_pretrained_weights,
     read_state_dict,
 )
-from .resnet import build_resnet
+from .resnet import STAGES, build_resnet
 
 __all__ = [
     "BACKBONE_REGISTRY",
@@ -24,6 +26,7 @@ __all__ = [
     "build_resnet_backbone",
     "mixers_from_cfg",
     "norm_from_cfg",
+    "norm_stages_from_cfg",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,24 +40,79 @@ A registered object is a callable ``(cfg, num_domains=1) -> nn.Module`` that rea
 """
 
 
-def norm_from_cfg(cfg, num_domains: int = 1) -> tuple[str, dict]:
-    """The backbone normalization (name and keyword arguments) configured in ``cfg``.
+def norm_from_cfg(cfg, num_domains: int = 1) -> tuple[str, dict[str, Any]]:
+    """Read the backbone normalization from a config: the one place where it is read.
 
-    Uses ``reid_pbn.layers.norm_kwargs_from_cfg`` (the one reader of MODEL.BACKBONE.NORM,
-    NORM_KWARGS, PBN.* and DSBN.*) and adds the number of domains for domain-specific norms.
+    ``MODEL.BACKBONE.PBN.*`` is used when the norm is ``"PBN"`` (or ``"DSBN"`` with PBN inside),
+    ``MODEL.BACKBONE.DSBN.*`` when it is ``"DSBN"``; ``MODEL.BACKBONE.NORM_KWARGS`` entries
+    (``"key=value"`` strings) are applied last and override both. The layers themselves take
+    explicit keyword arguments only. ``PBN.STAGES`` is read by :func:`norm_stages_from_cfg`.
+
+    Args:
+        cfg: a config from ``reid_pbn.config.get_cfg()``.
+        num_domains: number of source domains, passed to ``"DSBN"`` (it comes from the
+            training data, not from the config).
+
+    Returns:
+        ``(name, kwargs)`` to pass on as ``get_norm(name, C, **kwargs)``.
+    """
+    bb = cfg.MODEL.BACKBONE
+    name = bb.NORM
+    kwargs: dict[str, Any] = {}
+    pbn = bb.PBN
+    pbn_kwargs = {
+        "mix": pbn.MIX,
+        "p": float(pbn.P),
+        "lam": float(pbn.LAM),
+        "modes": tuple(int(m) for m in pbn.MODES),
+        "num_modes": int(pbn.NUM_MODES),
+        "cut_range": tuple(float(c) for c in pbn.CUT_RANGE),
+        "min_size": int(pbn.MIN_SIZE),
+    }
+    if pbn.SYNC:  # only when set: the default kwargs stay as they were
+        pbn_kwargs["sync"] = True
+    if name == "PBN":
+        kwargs.update(pbn_kwargs)
+    elif name == "DSBN":
+        kwargs["inner"] = bb.DSBN.INNER
+        kwargs["per_domain_affine"] = bool(bb.DSBN.PER_DOMAIN_AFFINE)
+        kwargs["num_domains"] = num_domains
+        if bb.DSBN.INNER == "PBN":
+            kwargs.update(pbn_kwargs)
+    kwargs.update(parse_kwargs(bb.NORM_KWARGS))
+    return name, kwargs
+
+
+def norm_stages_from_cfg(cfg) -> tuple[str, ...] | None:
+    """The stages whose norms are the configured norm (``PBN.STAGES``); the others stay BN.
+
+    ``PBN.STAGES`` applies to ``NORM "PBN"``. With ``NORM "DSBN"`` every stage must keep its
+    domain-specific statistics, so a stage left out could only become plain BN and lose them:
+    a DSBN whose inner norm is PBN therefore requires PBN in every stage.
 
     Args:
         cfg: the config.
-        num_domains: number of source domains (used by "DSBN").
 
     Returns:
-        ``(norm_name, norm_kwargs)`` for ``build_resnet``.
+        The stage names for ``NORM "PBN"``; ``None`` (every stage) for the other norms.
+
+    Raises:
+        ConfigError: ``NORM "DSBN"`` with ``DSBN.INNER "PBN"`` and ``PBN.STAGES`` not naming
+            every stage.
     """
-    name, kwargs = norm_kwargs_from_cfg(cfg)
-    kwargs = dict(kwargs)
-    if name == "DSBN":
-        kwargs.setdefault("num_domains", num_domains)
-    return name, kwargs
+    bb = cfg.MODEL.BACKBONE
+    stages = tuple(bb.PBN.STAGES)
+    if bb.NORM == "PBN":
+        return stages
+    if bb.NORM == "DSBN" and bb.DSBN.INNER == "PBN" and set(stages) not in (
+        set(STAGES), set(OSNET_STAGES)
+    ):
+        raise ConfigError(
+            f"MODEL.BACKBONE.PBN.STAGES {list(stages)} cannot be honoured with NORM DSBN and "
+            "DSBN.INNER PBN: every stage keeps domain-specific statistics, so PBN is used in "
+            f"all of them. Set PBN.STAGES to {list(STAGES)} (or use NORM PBN)."
+        )
+    return None
 
 
 def mixers_from_cfg(cfg) -> dict[str, nn.Module]:
@@ -93,7 +151,7 @@ def build_resnet_backbone(cfg, num_domains: int = 1) -> nn.Module:
     """
     bcfg = cfg.MODEL.BACKBONE
     norm, norm_kwargs = norm_from_cfg(cfg, num_domains)
-    norm_stages = tuple(bcfg.PBN.STAGES) if norm == "PBN" else None
+    norm_stages = norm_stages_from_cfg(cfg)
     ibn = bcfg.IBN or None
     model = build_resnet(
         bcfg.DEPTH,
@@ -154,7 +212,7 @@ def build_osnet_backbone(cfg, num_domains: int = 1) -> nn.Module:
     """
     bcfg = cfg.MODEL.BACKBONE
     norm, norm_kwargs = norm_from_cfg(cfg, num_domains)
-    norm_stages = tuple(bcfg.PBN.STAGES) if norm == "PBN" else None
+    norm_stages = norm_stages_from_cfg(cfg)
     model = build_osnet(
         bcfg.NAME,
         norm=norm,
