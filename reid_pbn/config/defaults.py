@@ -22,6 +22,10 @@ _C.MODEL.META_ARCHITECTURE = "Baseline"
 _C.MODEL.DEVICE = "auto"
 # Path of a full model checkpoint to load before training or evaluation ("" for none).
 _C.MODEL.WEIGHTS = ""
+# Load MODEL.WEIGHTS even when its keys do not match the model (missing or unexpected keys are
+# then left as initialized / ignored, with a warning). Off: such a file is refused with the
+# counts and examples of the mismatch, since it would give meaningless features.
+_C.MODEL.WEIGHTS_PARTIAL_OK = False
 
 _C.MODEL.BACKBONE = CN()
 # Backbone registry name (reid_pbn.modeling.backbones.BACKBONE_REGISTRY): "resnet" (with DEPTH,

@@ -8,6 +8,7 @@ re-exported here for users of this module.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -37,9 +38,11 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write",
     "extract_state_dict",
+    "file_sha256",
     "get_rng_states",
     "load_checkpoint_file",
     "load_model_weights",
+    "key_mismatch_message",
     "load_state_dict_checked",
     "set_rng_states",
 ]
@@ -66,24 +69,30 @@ def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
 
 def load_state_dict_checked(
     model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint",
-    strict: bool = False, ignore: Callable[[str], bool] | None = None,
+    allow_partial: bool = False, ignore: Callable[[str], bool] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Load a state_dict after checking shapes, and log missing / unexpected keys.
+    """Load a state_dict whose keys and shapes must match the model's.
+
+    A file whose keys do not match (for example one written by another toolkit, or for
+    another architecture) would otherwise "load" and then give meaningless features, so any
+    missing or unexpected key is refused unless ``allow_partial`` says a partial load is meant
+    (e.g. initializing from a related model), in which case it is loaded with a warning.
 
     Args:
         model: the module to load into.
         state: the state_dict.
         source: name of the file, for messages.
-        strict: raise when keys are missing or unexpected.
+        allow_partial: load the matching keys even when some of the model's keys are missing
+            from the file or the file has keys the model lacks (``MODEL.WEIGHTS_PARTIAL_OK``).
         ignore: keys (of the file and of the model) that are neither loaded nor reported,
             e.g. the ID classifier when only features are needed.
 
     Returns:
-        ``(missing_keys, unexpected_keys)``.
+        ``(missing_keys, unexpected_keys)``; both empty unless ``allow_partial``.
 
     Raises:
         CheckpointError: a tensor's shape differs from the model's (names every such key), or
-            strict loading found missing/unexpected keys.
+            keys are missing / unexpected without ``allow_partial`` (counts and examples).
     """
     own = model.state_dict()
     if ignore is not None:
@@ -103,11 +112,8 @@ def load_state_dict_checked(
         )
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    if strict and (missing or unexpected):
-        raise CheckpointError(
-            f"{source}: {len(missing)} missing and {len(unexpected)} unexpected keys "
-            f"(missing: {missing[:10]}, unexpected: {unexpected[:10]})"
-        )
+    if (missing or unexpected) and not allow_partial:
+        raise CheckpointError(key_mismatch_message(source, own, state, missing, unexpected))
     model.load_state_dict(state, strict=False)
     if missing:
         logger.warning("%s: %d key(s) missing, left as initialized: %s", source, len(missing),
@@ -118,16 +124,43 @@ def load_state_dict_checked(
     return missing, unexpected
 
 
+def key_mismatch_message(source: str, own: Mapping, state: Mapping, missing: list[str],
+                         unexpected: list[str]) -> str:
+    """The refusal of a weight file whose keys do not match the model's.
+
+    Args:
+        source: name of the file.
+        own: the model's state_dict (after ignored keys are dropped).
+        state: the file's state_dict (likewise).
+        missing: the model's keys the file lacks.
+        unexpected: the file's keys the model lacks.
+
+    Returns:
+        One message with the counts, a few examples of each kind and how to load anyway.
+    """
+    matched = len(set(own) & set(state))
+    return (
+        f"{source} does not match this model: {len(missing)} of the model's {len(own)} keys "
+        f"are missing from the file (e.g. {_short(missing, 3) or '-'}) and {len(unexpected)} "
+        f"of the file's {len(state)} keys are unexpected (e.g. {_short(unexpected, 3) or '-'}); "
+        f"only {matched} match. Check that the config describes the architecture the weights "
+        "were trained with (a torchreid / fast-reid file needs tools/convert_checkpoint.py), or "
+        f"set MODEL.WEIGHTS_PARTIAL_OK True to load the {matched} matching keys anyway."
+    )
+
+
 def _short(keys: list[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n})" if len(keys) > n else "")
 
 
-def load_model_weights(model: nn.Module, path: str) -> tuple[list[str], list[str]]:
+def load_model_weights(model: nn.Module, path: str,
+                       allow_partial: bool = False) -> tuple[list[str], list[str]]:
     """Load a model's weights from a checkpoint or a plain state_dict file (MODEL.WEIGHTS).
 
     Args:
         model: the model (a DDP wrapper is unwrapped).
         path: the file.
+        allow_partial: accept missing / unexpected keys (see :func:`load_state_dict_checked`).
 
     Returns:
         ``(missing_keys, unexpected_keys)``.
@@ -135,7 +168,23 @@ def load_model_weights(model: nn.Module, path: str) -> tuple[list[str], list[str
     model = getattr(model, "module", model)
     state = extract_state_dict(load_checkpoint_file(path))
     logger.info("Loading model weights from %s", path)
-    return load_state_dict_checked(model, state, source=path)
+    return load_state_dict_checked(model, state, source=path, allow_partial=allow_partial)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file (read in 1 MiB blocks), naming exactly which weights were used.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def get_rng_states() -> dict:

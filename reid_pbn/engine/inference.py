@@ -57,8 +57,9 @@ def build_inference_model(cfg, weights: str | None = None, device: str | None = 
     weights = weights or cfg.MODEL.WEIGHTS
     if weights:
         state = extract_state_dict(load_checkpoint_file(weights))
-        missing, _ = load_state_dict_checked(model, state, source=weights,
-                                             ignore=lambda key: "classifier" in key)
+        missing, _ = load_state_dict_checked(
+            model, state, source=weights, allow_partial=bool(cfg.MODEL.WEIGHTS_PARTIAL_OK),
+            ignore=lambda key: "classifier" in key)
         if missing:
             logger.warning("The weights do not cover the whole feature extractor; "
                            "features may be meaningless.")

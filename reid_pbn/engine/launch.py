@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 
 import torch
@@ -15,8 +17,11 @@ import torch.distributed as dist
 from ..config import ConfigError
 from ..data.datasets.bases import DatasetFormatError, DatasetNotFoundError, UnreadableImageError
 from ..evaluation.index import IndexFormatError
+from ..modeling.convert import UnknownLayoutError
 from ..utils.file_io import CheckpointError
+from ..utils.registry import UnknownNameError
 from .defaults import setup_cfg
+from .study.config import StudyError
 
 logger = logging.getLogger("reid_pbn")
 
@@ -72,33 +77,47 @@ def init_distributed(device: str = "auto") -> None:
     dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
 
 
-def launch(main_func, args) -> int:
+class ToolError(Exception):
+    """A mistake on a tool's command line the user can fix (a missing image folder, no target
+    data set, ...); reported like every other user error: one line, exit code 1."""
+
+
+def launch(main_func: Callable[[argparse.Namespace], int | None],
+           args: argparse.Namespace) -> int:
     """Run ``main_func(args)`` in this process, or relaunch under torchrun when
     ``args.num_gpus * args.num_machines > 1`` and we are not inside torchrun yet.
 
     Args:
-        main_func: the tool's main, taking the parsed arguments.
-        args: parsed arguments with num_gpus, num_machines, machine_rank, dist_url.
+        main_func: the tool's main, taking the parsed arguments; it may return an exit code.
+        args: parsed arguments of :func:`~reid_pbn.engine.defaults.default_argument_parser`.
 
     Returns:
-        An exit code: 0, or 1 after logging one of :func:`user_errors` (message only).
+        An exit code: ``main_func``'s (0 when it returns None), or 1 after one of
+        :func:`user_errors`, which is printed as one line on stderr (``tool: Kind: message``)
+        and logged with its traceback at debug level (the log file has it).
     """
-    if args.num_gpus * args.num_machines > 1 and not in_torchrun():
-        return relaunch_with_torchrun(args.num_gpus, args.num_machines, args.machine_rank,
-                                      args.dist_url)
+    num_gpus, num_machines = getattr(args, "num_gpus", 1), getattr(args, "num_machines", 1)
+    if num_gpus * num_machines > 1 and not in_torchrun():
+        return relaunch_with_torchrun(num_gpus, num_machines, getattr(args, "machine_rank", 0),
+                                      getattr(args, "dist_url", "auto"))
     try:
         init_distributed(_requested_device(args))
-        main_func(args)
+        code = main_func(args)
     except user_errors() as e:
         # What the user can fix (a config value, a data set, a weight file, a diverged run):
         # the message says what and how; the traceback goes to the log file only.
+        message = f"{type(e).__name__}: {' '.join(str(e).split())}"
         logger.debug("Traceback of the error below", exc_info=True)
-        logger.error("%s: %s", type(e).__name__, e)
+        if logger.handlers or logging.getLogger().handlers:
+            # To the log file (the console handler skips it: it is printed below); with no
+            # handler at all logging's last resort would print it a second time.
+            logger.error("%s", message, extra={"console": False})
+        print(f"{os.path.basename(sys.argv[0]) or 'reid_pbn'}: {message}", file=sys.stderr)
         return 1
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    return 0
+    return int(code or 0)
 
 
 def _requested_device(args) -> str:
@@ -115,4 +134,5 @@ def user_errors() -> tuple[type[BaseException], ...]:
     Tools report them as one error message (exit code 1) rather than a traceback.
     """
     return (ConfigError, CheckpointError, DatasetNotFoundError, DatasetFormatError,
-            UnreadableImageError, IndexFormatError, FloatingPointError)
+            UnreadableImageError, IndexFormatError, UnknownNameError, UnknownLayoutError,
+            StudyError, ToolError, FloatingPointError)

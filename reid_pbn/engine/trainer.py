@@ -269,7 +269,8 @@ class DefaultTrainer(SimpleTrainer):
         model = build_model(cfg, num_classes=info["num_classes"],
                             num_domains=info["num_domains"]).to(device)
         if cfg.MODEL.WEIGHTS:
-            load_model_weights(model, cfg.MODEL.WEIGHTS)
+            load_model_weights(model, cfg.MODEL.WEIGHTS,
+                               allow_partial=bool(cfg.MODEL.WEIGHTS_PARTIAL_OK))
         optimizer = build_optimizer(cfg, model)
         if comm.get_world_size() > 1:
             check_sync_norms_route_alike(model)

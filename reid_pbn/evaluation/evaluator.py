@@ -205,34 +205,46 @@ def _jsonable(results: Mapping) -> dict:
     return out
 
 
-def save_results(results: Mapping[str, Mapping], output_dir: str | os.PathLike) -> dict:
+def save_results(results: Mapping[str, Mapping], output_dir: str | os.PathLike,
+                 provenance: Mapping | None = None) -> dict:
     """Writes ``results.json``, ``results.csv``, ``cmc_<name>.png`` and, when ROC metrics are
     present, ``roc_<name>.png`` into ``output_dir``.
 
     Args:
         results: ``{data set name: results dict of evaluate}``.
         output_dir: output folder, created if missing.
+        provenance: what the results were computed with (e.g.
+            :func:`reid_pbn.engine.evaluation_provenance`: checkpoint path and SHA-256,
+            re-ranking and query-expansion settings). It is stored under the key
+            ``"provenance"`` of ``results.json``, repeated in every row of ``results.csv``
+            (nested settings as JSON text) and logged.
 
     Returns:
         ``{"json": path, "csv": path, "cmc": {name: path}, "roc": {name: path}}``.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    doc = {n: _jsonable(r) for n, r in results.items()}
+    prov = dict(provenance or {})
+    if prov:
+        doc["provenance"] = prov
+        logger.info("Results computed with: %s", json.dumps(prov, sort_keys=True))
     json_path = out / "results.json"
-    json_path.write_text(
-        json.dumps({n: _jsonable(r) for n, r in results.items()}, indent=2), encoding="utf-8"
-    )
+    json_path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
     scalar_keys: list[str] = []
     for r in results.values():
         for k, v in r.items():
             if isinstance(v, (int, float, np.floating, np.integer, bool)) and k not in scalar_keys:
                 scalar_keys.append(k)
+    prov_cells = [v if v is None or isinstance(v, (str, int, float, bool))
+                  else json.dumps(v, sort_keys=True) for v in prov.values()]
     csv_path = out / "results.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["dataset", *scalar_keys])
+        writer.writerow(["dataset", *scalar_keys, *prov])
         for name, r in results.items():
-            writer.writerow([name, *(_csv_cell(r.get(k)) for k in scalar_keys)])
+            writer.writerow([name, *(_csv_cell(r.get(k)) for k in scalar_keys),
+                             *(_csv_cell(v) for v in prov_cells)])
     files: dict = {"json": json_path, "csv": csv_path, "cmc": {}, "roc": {}}
     for name, r in results.items():
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

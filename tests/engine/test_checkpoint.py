@@ -129,9 +129,14 @@ def test_inference_model_loads_training_checkpoint_without_classifier(tmp_path, 
     with torch.no_grad():
         torch.testing.assert_close(model(x), trained(x))
 
-    # A file that misses part of the feature extractor is reported.
+    # A file that misses part of the feature extractor is refused, naming the mismatch ...
     state = {k: v for k, v in trained.state_dict().items() if not k.startswith("backbone.layer4")}
     torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"keys are missing from the file \(e\.g\. "
+                       r"backbone\.layer4.*MODEL\.WEIGHTS_PARTIAL_OK"):
+        build_inference_model(cfg, str(tmp_path / "partial.pth"))
+    # ... and loaded with a warning when a partial load is asked for.
+    cfg.MODEL.WEIGHTS_PARTIAL_OK = True
     caplog.clear()
     with caplog.at_level("WARNING", logger="reid_pbn"):
         build_inference_model(cfg, str(tmp_path / "partial.pth"))
