@@ -20,50 +20,52 @@ import logging
 import os
 import sys
 
+from reid_pbn.engine import default_argument_parser, default_setup, launch
+from reid_pbn.engine.checkpoint import atomic_torch_save
+from reid_pbn.modeling.convert import convert_checkpoint
+
 logger = logging.getLogger("reid_pbn")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser (also used by ``--help``)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Trailing KEY VALUE pairs override config keys (e.g. MODEL.BACKBONE.NAME "
-        "osnet_ain_x1_0); see reid_pbn/config/defaults.py.",
-    )
+    """The shared parser of reid_pbn tools plus this tool's flags (also used by ``--help``)."""
+    parser = default_argument_parser(__doc__, training=False, config_required=True)
     parser.add_argument("--from", dest="source", required=True, choices=("torchreid", "fastreid"),
                         help="The toolkit that wrote the checkpoint.")
-    parser.add_argument("--config-file", required=True, metavar="FILE",
-                        help="YAML config describing the checkpoint's architecture.")
     parser.add_argument("--input", required=True, metavar="CKPT",
                         help="The torchreid / fast-reid checkpoint file.")
     parser.add_argument("--output", required=True, metavar="OUT",
                         help="Where to write the converted checkpoint (.pth).")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="Config overrides as full-key/value pairs.")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from reid_pbn.config import ConfigError
-    from reid_pbn.engine.checkpoint import CheckpointError, atomic_torch_save
-    from reid_pbn.engine.defaults import setup_cfg, setup_logger
-    from reid_pbn.modeling.convert import UnknownLayoutError, convert_checkpoint
+def run(args: argparse.Namespace) -> None:
+    """Convert ``--input`` and write ``{"model": state_dict}`` to ``--output``.
 
-    setup_logger(None)
-    try:
-        cfg = setup_cfg(args.config_file, list(args.opts))
-        _, result = convert_checkpoint(cfg, args.source, args.input)
-    except (ConfigError, CheckpointError, UnknownLayoutError) as e:
-        sys.exit(f"{type(e).__name__}: {e}")
+    Args:
+        args: parsed arguments of :func:`build_parser`.
+    """
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    # The log and config.yaml go beside the converted file: they record where it came from.
+    cfg = default_setup(args, output_dir=out_dir)
+    _, result = convert_checkpoint(cfg, args.source, args.input)
     for note in result.notes:
         logger.info("%s", note)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(out_dir, exist_ok=True)
     atomic_torch_save({"model": result.state_dict}, args.output)
     print(f"Converted {args.source} checkpoint {args.input} ({len(result.state_dict)} tensors, "
           f"{result.num_classes} classes) -> {args.output}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the tool under the shared launcher.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, or 1 after a user error reported as one line.
+    """
+    return launch(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

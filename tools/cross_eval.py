@@ -2,7 +2,9 @@
 
 For every target it extracts query and gallery features, computes exact mAP, mINP and
 Rank-1/5/10 (Market-1501 protocol, query-chunked, no full distance-matrix sort), prints a table,
-and writes results.json, results.csv and a CMC-curve PNG per target into the output folder.
+and writes results.json, results.csv and a CMC-curve PNG per target into the output folder
+(default OUTPUT_DIR/eval/, where training writes its evaluations). The result files name the
+checkpoint evaluated (path and SHA-256) and the re-ranking and query-expansion settings.
 
 Examples:
     python tools/cross_eval.py --config-file configs/CrossDomain/market2duke_pbn_R50.yml \\
@@ -16,23 +18,30 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
+
+from reid_pbn.engine import (
+    EVAL_DIR,
+    ToolError,
+    add_weights_arguments,
+    build_inference_model,
+    default_argument_parser,
+    default_setup,
+    evaluation_provenance,
+    inference_on_datasets,
+    launch,
+    output_dir_of,
+)
+from reid_pbn.engine.trainer import check_evaluation_setup
+from reid_pbn.evaluation import save_results
 
 logger = logging.getLogger("reid_pbn")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser (also used by ``--help``)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Trailing KEY VALUE pairs override config keys (e.g. TEST.MAX_RANK 20 "
-        "TEST.CHUNK_SIZE 256 DATASETS.ROOT /data); see reid_pbn/config/defaults.py.",
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE",
-                        help="YAML config describing the model (and data set options).")
-    parser.add_argument("--weights", required=True, metavar="CKPT",
-                        help="Checkpoint or state_dict file of the trained model.")
+    """The shared parser of reid_pbn tools plus this tool's flags (also used by ``--help``)."""
+    parser = default_argument_parser(__doc__, training=False, config_required=True)
+    add_weights_arguments(parser, required=True)
     parser.add_argument("--targets", nargs="+", metavar="NAME", default=None,
                         help="Registry names of the target data sets (default: DATASETS.TESTS "
                         "of the config), e.g. Market1501 DukeMTMC MSMT17 SyntheticB.")
@@ -43,42 +52,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--roc", action="store_true",
                         help="Also report TPR at FPR 1e-4/1e-3/1e-2 and write roc_<name>.png.")
     parser.add_argument("--output", metavar="DIR", default=None,
-                        help="Folder for results.json, results.csv and the PNGs "
-                        "(default: OUTPUT_DIR/cross_eval).")
+                        help="Folder for results.json, results.csv, the PNGs and the log "
+                        f"(default: OUTPUT_DIR/{EVAL_DIR}, where training writes its results).")
     parser.add_argument("--device", default=None,
                         help="'auto', 'cpu' or 'cuda[:N]' (default: MODEL.DEVICE).")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="Config overrides as full-key/value pairs.")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from reid_pbn.config import ConfigError
-    from reid_pbn.engine.defaults import setup_cfg, setup_logger
-    from reid_pbn.engine.inference import build_inference_model
-    from reid_pbn.evaluation import inference_on_datasets
+def run(args: argparse.Namespace) -> None:
+    """Evaluate the model on every target and write the result files.
 
-    opts = list(args.opts)
+    Args:
+        args: parsed arguments of :func:`build_parser`.
+    """
+    flags = []
     for flag, key in ((args.rerank, "TEST.RERANK.ENABLED"), (args.aqe, "TEST.AQE.ENABLED"),
                       (args.roc, "TEST.ROC.ENABLED")):
         if flag:
-            opts += [key, "True"]
-    try:
-        cfg = setup_cfg(args.config_file, opts)
-    except ConfigError as e:
-        sys.exit(f"Config error: {e}")
-    output = args.output or os.path.join(cfg.OUTPUT_DIR, "cross_eval")
-    setup_logger(output)
-    targets = args.targets or list(cfg.DATASETS.TESTS)
+            flags += [key, "True"]
+    if args.targets:
+        # As DATASETS.TESTS, so that the saved config.yaml names them too.
+        flags += ["DATASETS.TESTS", repr(tuple(args.targets))]
+    cfg = default_setup(args, extra_opts=flags, output_dir=args.output, subdir=EVAL_DIR)
+    output = output_dir_of(cfg, args.output, EVAL_DIR)
+    targets = list(cfg.DATASETS.TESTS)
     if not targets:
-        sys.exit("No target data set: pass --targets NAME [NAME ...] or set DATASETS.TESTS")
-    if not os.path.isfile(args.weights):
-        sys.exit(f"Weights file not found: {args.weights}")
+        raise ToolError("No target data set: pass --targets NAME [NAME ...] or set "
+                        "DATASETS.TESTS")
+    # A missing data set or a bad TEST.* option is reported before the model is built.
+    check_evaluation_setup(cfg)
     model = build_inference_model(cfg, args.weights, args.device)
-    inference_on_datasets(cfg, model, targets, output_dir=output)
+    results = inference_on_datasets(cfg, model, targets)
+    save_results(results, output, provenance=evaluation_provenance(cfg, args.weights))
     print(f"Results written to {output}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the tool under the shared launcher.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, or 1 after a user error reported as one line.
+    """
+    return launch(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -29,8 +29,7 @@ import logging
 import os
 import sys
 
-from reid_pbn.config import ConfigError
-from reid_pbn.engine import default_argument_parser
+from reid_pbn.engine import default_argument_parser, launch
 from reid_pbn.engine.defaults import setup_logger
 from reid_pbn.engine.study import (
     CELLS_FILE,
@@ -47,18 +46,14 @@ from reid_pbn.engine.study.runner import plan_cells
 
 logger = logging.getLogger("reid_pbn")
 
-# The shared parser's flags this tool uses; the others (--eval-only, --resume, --num-gpus, ...)
-# belong to single training runs (cells are one process each and resuming is automatic), so they
-# are hidden from --help and refused when given.
-_SHARED_FLAGS = ("help", "config_file", "opts")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    """The shared parser of reid_pbn tools plus the study's flags (also used by ``--help``)."""
-    parser = default_argument_parser(__doc__)
-    for action in parser._actions:  # argparse offers no public way to hide inherited flags
-        if action.dest not in _SHARED_FLAGS:
-            action.help = argparse.SUPPRESS
+    """The shared parser of reid_pbn tools plus the study's flags (also used by ``--help``).
+
+    The training flags (--eval-only, --resume, --num-gpus, ...) belong to single training runs
+    (cells are one process each and resuming is automatic), so they are hidden and refused.
+    """
+    parser = default_argument_parser(__doc__, training=False)
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="Cells run in parallel, each in its own process (default 1).")
     parser.add_argument("--threads", type=int, default=0, metavar="T",
@@ -93,13 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    for action in parser._actions:
-        if action.dest in _SHARED_FLAGS or action.help != argparse.SUPPRESS:
-            continue
-        if getattr(args, action.dest, action.default) != action.default:
-            raise StudyError(f"{action.option_strings[0]} is a train_net.py option; dg_study "
-                             "resumes by itself and runs each cell as one process")
+def _check_flags(args: argparse.Namespace) -> None:
     if not args.config_file:
         raise StudyError("--config-file STUDY.yml is required (see configs/Study/)")
     if sum(map(bool, (args.render_only, args.dry_run, args.verify_cell))) > 1:
@@ -117,24 +106,22 @@ def _dry_run(study) -> None:
           f"in {study.output_dir}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command.
+def run(args: argparse.Namespace) -> int:
+    """Run, render, list or verify the study's cells.
 
     Args:
-        argv: command-line arguments (default: ``sys.argv[1:]``).
+        args: parsed arguments of :func:`build_parser`.
 
     Returns:
-        The exit code.
+        The exit code (1 when a verified cell differs, 130 when interrupted).
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    _check_flags(args)
+    study = load_study(args.config_file, args.opts)
+    if args.dry_run:
+        _dry_run(study)
+        return 0
+    setup_logger(study.output_dir)
     try:
-        _check_flags(args, parser)
-        study = load_study(args.config_file, args.opts)
-        if args.dry_run:
-            _dry_run(study)
-            return 0
-        setup_logger(study.output_dir)
         if args.render_only:
             records = CellStore(os.path.join(study.output_dir, CELLS_FILE)).load(repair=False)
             files = render_study(study, records)
@@ -149,15 +136,25 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_study(study, RunOptions(jobs=args.jobs, threads=args.threads,
                                               only=tuple(args.only),
                                               redo_changed=args.redo_changed))
-        print(f"{summary.ran} cell(s) run, {summary.skipped} already recorded; results in "
-              f"{summary.files['markdown']}")
-        return 0
-    except (StudyError, ConfigError) as e:
-        sys.exit(f"dg_study: {' '.join(str(e).split())}")
     except KeyboardInterrupt:
         print("dg_study: interrupted; finished cells are in cells.jsonl, run the same command "
               "to resume", file=sys.stderr)
         return 130
+    print(f"{summary.ran} cell(s) run, {summary.skipped} already recorded; results in "
+          f"{summary.files['markdown']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the tool under the shared launcher.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code; a user error (study or config) is one line on stderr and exit code 1.
+    """
+    return launch(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

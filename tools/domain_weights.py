@@ -20,9 +20,27 @@ import sys
 import torch
 
 from reid_pbn import FeatureExtractor
-from reid_pbn.engine.defaults import setup_logger
+from reid_pbn.data.datasets.bases import UnreadableImageError
+from reid_pbn.engine import (
+    ToolError,
+    add_weights_arguments,
+    default_argument_parser,
+    default_setup,
+    launch,
+)
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The shared parser of reid_pbn tools plus this tool's flags (also used by ``--help``)."""
+    parser = default_argument_parser(__doc__, training=False, config_required=True)
+    add_weights_arguments(parser, required=True)
+    parser.add_argument("--folder", help="Also take every image in this folder.")
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]'.")
+    parser.add_argument("images", nargs="*", metavar="IMAGE",
+                        help="Image files (trailing KEY VALUE overrides may follow).")
+    return parser
 
 
 def domain_weights_of(extractor: FeatureExtractor, paths: list[str]) -> torch.Tensor:
@@ -34,11 +52,14 @@ def domain_weights_of(extractor: FeatureExtractor, paths: list[str]) -> torch.Te
 
     Returns:
         The weights, one row per image.
+
+    Raises:
+        ToolError: the model has no BNE domain paths.
     """
     model = extractor.model
     if getattr(model, "num_domains", 1) < 2:
-        raise SystemExit("This model has no BNE domain paths (needs MODEL.BACKBONE.NORM DSBN "
-                         "trained on several DATASETS.NAMES).")
+        raise ToolError("This model has no BNE domain paths (needs MODEL.BACKBONE.NORM DSBN "
+                        "trained on several DATASETS.NAMES).")
     rows = []
     with torch.no_grad():
         for start in range(0, len(paths), extractor.batch_size):
@@ -48,23 +69,27 @@ def domain_weights_of(extractor: FeatureExtractor, paths: list[str]) -> torch.Te
     return torch.cat(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, help="config the model was trained with")
-    parser.add_argument("--weights", required=True, help="checkpoint (e.g. model_final.pth)")
-    parser.add_argument("--folder", help="also take every image in this folder")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    parser.add_argument("images", nargs="*", help="image files")
-    args = parser.parse_args()
-    setup_logger()
+def run(args: argparse.Namespace) -> None:
+    """Print one row of domain weights per image, and their mean.
+
+    Args:
+        args: parsed arguments of :func:`build_parser`.
+    """
+    # Prints a table; its log stays on the console (no output folder is written).
+    cfg = default_setup(args, output_dir="")
     paths = list(args.images)
     if args.folder:
+        if not os.path.isdir(args.folder):
+            raise ToolError(f"Image folder not found: {args.folder}")
         paths += sorted(p for p in glob.glob(os.path.join(args.folder, "*"))
                         if p.lower().endswith(_IMAGE_EXTS))
     if not paths:
-        parser.error("give image files or --folder")
-    fe = FeatureExtractor(args.config_file, weights=args.weights, device=args.device)
+        raise ToolError("No images: give image files or --folder DIR")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UnreadableImageError(f"{len(missing)} image file(s) not found: "
+                                   + ", ".join(missing[:5]))
+    fe = FeatureExtractor(cfg=cfg, weights=cfg.MODEL.WEIGHTS, device=args.device)
     weights = domain_weights_of(fe, paths)
     names = list(fe.cfg.DATASETS.NAMES)
     width = max(len(os.path.basename(p)) for p in paths)
@@ -76,5 +101,17 @@ def main() -> None:
                      + "  ".join(f"{v:12.3f}" for v in weights.mean(0).tolist()) + "\n")
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the tool under the shared launcher.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, or 1 after a user error reported as one line.
+    """
+    return launch(run, build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

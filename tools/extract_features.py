@@ -3,7 +3,9 @@
 Writes into the output folder:
     features.npy    float32 array (N, D), L2-normalized unless --no-normalize
     metadata.json   {"count", "dim", "paths", "pids", "camids", "source", "config_file",
-                     "weights", "flip", "normalize"}; pids/camids are -1 for a plain folder
+                     "weights", "weights_sha256", "flip", "normalize", "skipped"};
+                    pids/camids are -1 for a plain folder
+    log.txt, config.yaml  the run's log and full config
 
 Examples:
     python tools/extract_features.py --config-file configs/Market1501/pbn_R50-ibn.yml \\
@@ -18,9 +20,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from reid_pbn import FeatureExtractor
+from reid_pbn.data import build_dataset, dataset_kwargs_from_cfg, read_image
+from reid_pbn.data.datasets.bases import UnreadableImageError
+from reid_pbn.engine import (
+    ToolError,
+    add_weights_arguments,
+    default_argument_parser,
+    default_setup,
+    file_sha256,
+    launch,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("query", "gallery", "test", "train")
@@ -29,15 +46,9 @@ logger = logging.getLogger("reid_pbn")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser (also used by ``--help``)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Trailing KEY VALUE pairs override config keys (e.g. INPUT.SIZE_TEST [256,128]).",
-    )
-    parser.add_argument("--config-file", default=None, metavar="FILE",
-                        help="YAML config describing the model (defaults when omitted).")
-    parser.add_argument("--weights", default=None, metavar="CKPT",
-                        help="Checkpoint or state_dict file (default: MODEL.WEIGHTS).")
+    """The shared parser of reid_pbn tools plus this tool's flags (also used by ``--help``)."""
+    parser = default_argument_parser(__doc__, training=False)
+    add_weights_arguments(parser)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="DIR",
                      help="Folder of images, searched recursively "
@@ -48,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Split of --dataset: query, gallery, test (query then gallery) or "
                         "train (default: gallery).")
     parser.add_argument("--output", required=True, metavar="DIR",
-                        help="Folder for features.npy and metadata.json.")
+                        help="Folder for features.npy, metadata.json and the log.")
     parser.add_argument("--batch-size", type=int, default=64, help="Images per forward pass.")
     parser.add_argument("--flip", action="store_true",
                         help="Average the features of each image and its horizontal flip.")
@@ -61,28 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=4, metavar="N",
                         help="Processes that decode images ahead of the model, so that the "
                         "GPU does not wait for JPEG decoding (0: decode in this process).")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="Config overrides as full-key/value pairs.")
     return parser
 
 
 def _folder_items(folder: str) -> list[tuple[str, int, int]]:
     root = Path(folder)
     if not root.is_dir():
-        sys.exit(f"Image folder not found: {folder}")
+        raise ToolError(f"Image folder not found: {folder}")
     paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not paths:
-        sys.exit(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+        raise ToolError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
     return [(p, -1, -1) for p in paths]
 
 
 def _dataset_items(cfg, name: str, split: str) -> list[tuple]:
-    from reid_pbn.data import build_dataset, dataset_kwargs_from_cfg
-
     ds = build_dataset(name, cfg.DATASETS.ROOT or None, **dataset_kwargs_from_cfg(cfg, name))
     items = list(ds.query) + list(ds.gallery) if split == "test" else list(getattr(ds, split))
     if not items:
-        sys.exit(f"{name} has no {split} images")
+        raise ToolError(f"{name} has no {split} images")
     return items
 
 
@@ -97,37 +104,23 @@ class _DecodedImages:
 
     def __getitem__(self, i: int):
         """``(i, HWC uint8 array)``, or ``(i, reason)`` when the file cannot be decoded."""
-        import numpy as np
-
-        from reid_pbn.data import read_image
-        from reid_pbn.data.datasets.bases import UnreadableImageError
-
         try:
             return i, np.asarray(read_image(self.paths[i]).convert("RGB"))
         except (OSError, UnreadableImageError) as e:
             return i, f"{type(e).__name__}: {e}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    import numpy as np
-    import torch
-    from tqdm import tqdm
+def run(args: argparse.Namespace) -> None:
+    """Extract the features and write features.npy and metadata.json.
 
-    from reid_pbn import FeatureExtractor
-    from reid_pbn.config import ConfigError
-    from reid_pbn.engine.defaults import setup_cfg, setup_logger
-
-    setup_logger(None)
-    try:
-        cfg = setup_cfg(args.config_file or "", list(args.opts))
-    except ConfigError as e:
-        sys.exit(f"Config error: {e}")
-    if args.weights and not os.path.isfile(args.weights):
-        sys.exit(f"Weights file not found: {args.weights}")
+    Args:
+        args: parsed arguments of :func:`build_parser`.
+    """
+    cfg = default_setup(args, output_dir=args.output)
     items = _folder_items(args.images) if args.images else _dataset_items(
         cfg, args.dataset, args.split)
-    extractor = FeatureExtractor(cfg=cfg, weights=args.weights, device=args.device,
+    weights = cfg.MODEL.WEIGHTS or None
+    extractor = FeatureExtractor(cfg=cfg, weights=weights, device=args.device,
                                  batch_size=args.batch_size, flip=args.flip,
                                  normalize=not args.no_normalize)
     paths = [str(it[0]) for it in items]
@@ -139,15 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         good = [(i, im) for i, im in batch if not isinstance(im, str)]
         for i, reason in ((i, im) for i, im in batch if isinstance(im, str)):
             if args.strict:
-                sys.exit(f"Unreadable image {paths[i]} ({reason}); without --strict it would "
-                         "be skipped")
+                raise UnreadableImageError(f"{paths[i]} ({reason}); without --strict it would "
+                                           "be skipped")
             logger.warning("Skipping unreadable image %s (%s)", paths[i], reason)
             skipped.append({"path": paths[i], "reason": reason})
         if good:
             feats.append(extractor([im for _, im in good]))
             kept.extend(i for i, _ in good)
     if not kept:
-        sys.exit(f"None of the {len(paths)} images could be read")
+        raise ToolError(f"None of the {len(paths)} images could be read")
     features = torch.cat(feats).numpy().astype(np.float32)
     items, paths = [items[i] for i in kept], [paths[i] for i in kept]
     out = Path(args.output)
@@ -161,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "camids": [int(it[2]) for it in items],
         "source": args.images or f"{args.dataset}:{args.split}",
         "config_file": args.config_file,
-        "weights": args.weights or cfg.MODEL.WEIGHTS,
+        "weights": weights,
+        "weights_sha256": file_sha256(weights) if weights else None,
         "flip": bool(args.flip),
         "normalize": not args.no_normalize,
         "skipped": skipped,
@@ -170,7 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Wrote {features.shape[0]} x {features.shape[1]} features to {out / 'features.npy'} "
           f"and {out / 'metadata.json'}"
           + (f" ({len(skipped)} unreadable image(s) skipped, listed there)" if skipped else ""))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the tool under the shared launcher.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, or 1 after a user error reported as one line.
+    """
+    return launch(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The evaluation commands: --help, and an end-to-end run on tiny synthetic domains."""
+"""The evaluation commands: --help, and an end-to-end run on tiny synthetic domains (result
+provenance, the OUTPUT_DIR/eval layout)."""
 
 import json
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from reid_pbn import FeatureExtractor
+from reid_pbn.engine import file_sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("cross_eval.py", "extract_features.py", "visualize_results.py")
@@ -32,7 +34,7 @@ def _run(*args):
 @pytest.mark.parametrize("tool", TOOLS)
 def test_help(tool):
     out = _run(str(ROOT / "tools" / tool), "--help")
-    assert "--config-file" in out and "Examples" in out
+    assert "Examples" in out  # the shared parser's part is checked in tests/test_tools_cli.py
 
 
 @pytest.mark.slow
@@ -46,12 +48,18 @@ def test_cross_eval_and_extract_features_end_to_end(tmp_path):
     weights = tmp_path / "model.pth"
     torch.save(build_model(cfg, num_classes=6, num_domains=1).state_dict(), weights)
 
-    out = tmp_path / "eval"
+    # Without --output: OUTPUT_DIR/eval/, the folder training evaluations use.
     _run(str(ROOT / "tools" / "cross_eval.py"), "--config-file", CONFIG, "--weights",
-         str(weights), "--targets", "SyntheticB", "--roc", "--output", str(out), *opts)
+         str(weights), "--targets", "SyntheticB", "--roc", "--rerank", *opts,
+         "OUTPUT_DIR", str(tmp_path / "run"))
+    out = tmp_path / "run" / "eval"
     results = json.loads((out / "results.json").read_text())
     assert 0.0 <= results["SyntheticB"]["mAP"] <= 1.0 and "TPR@FPR=1e-02" in results["SyntheticB"]
     assert (out / "results.csv").exists() and (out / "cmc_SyntheticB.png").stat().st_size > 0
+    prov = results["provenance"]
+    assert prov["checkpoint"] == str(weights) and prov["checkpoint_sha256"] == file_sha256(weights)
+    assert prov["rerank"]["k1"] == cfg.TEST.RERANK.K1 and prov["aqe"] is None
+    assert prov["checkpoint_sha256"] in (out / "log.txt").read_text()
 
     feats_dir = tmp_path / "feats"
     _run(str(ROOT / "tools" / "extract_features.py"), "--config-file", CONFIG, "--weights",
