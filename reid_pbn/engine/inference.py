@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -130,6 +130,7 @@ def inference_on_datasets(
     model: torch.nn.Module,
     names: Sequence[str],
     output_dir: str | os.PathLike | None = None,
+    provenance: Mapping | None = None,
 ) -> dict[str, dict]:
     """Evaluates one model on several target data sets (query first, then gallery each).
 
@@ -145,6 +146,9 @@ def inference_on_datasets(
         model: the model (its device is used for extraction).
         names: registry names of the target data sets.
         output_dir: folder for the result files; None writes nothing.
+        provenance: what the result files record as computed with (checkpoint path and
+            SHA-256, re-ranking and query expansion: :func:`~reid_pbn.engine.defaults.\
+evaluation_provenance`).
 
     For a BNE model (one exposing ``last_domain_weights``) each target's results also hold the
     average domain weight of every source, ``"domain_weight:<source>"``: which source
@@ -185,5 +189,5 @@ def inference_on_datasets(
     if len(results) > 1:
         logger.info("All targets:\n%s", format_results_table(results))
     if output_dir is not None and results:
-        save_results(results, output_dir)
+        save_results(results, output_dir, provenance=provenance)
     return results

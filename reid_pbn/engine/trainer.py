@@ -27,7 +27,7 @@ from .checkpoint import (
     UnreadableCheckpointError,
     load_model_weights,
 )
-from .defaults import resolve_device
+from .defaults import EVAL_DIR, evaluation_provenance, resolve_device
 from .inference import inference_on_datasets
 from .solver import build_lr_scheduler, build_optimizer
 
@@ -365,8 +365,13 @@ class DefaultTrainer(SimpleTrainer):
         model = self.unwrapped
         comm.average_buffers(model)  # every rank extracts its shard with the same network
         was_training = model.training
+        # An evaluation epoch is checkpointed first, so the last checkpoint holds this model
+        # (before any: MODEL.WEIGHTS, or none for a fresh one).
+        weights = self.checkpointer.last_checkpoint() or self.cfg.MODEL.WEIGHTS
+        provenance = evaluation_provenance(self.cfg, weights) if comm.is_main_process() else None
         results = inference_on_datasets(self.cfg, model, list(self.cfg.DATASETS.TESTS),
-                                        output_dir=os.path.join(self.cfg.OUTPUT_DIR, "eval"))
+                                        output_dir=os.path.join(self.cfg.OUTPUT_DIR, EVAL_DIR),
+                                        provenance=provenance)
         model.train(was_training)
         return results
 

@@ -80,6 +80,9 @@ def test_train_writes_config_log_metrics_and_results(reference_run):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("loss" in x for x in lines) and any("eval" in x for x in lines)
     assert "SyntheticB" in r.stdout and "mAP" in r.stdout
+    # The last evaluation's results name the checkpoint written just before it.
+    prov = json.loads((out / "eval" / "results.json").read_text())["provenance"]
+    assert prov["checkpoint"] == str(out / "model_final.pth") and prov["rerank"] is None
 
 
 @pytest.mark.slow
@@ -117,6 +120,9 @@ def test_eval_only_uses_model_weights(reference_run, data_root, tmp_path):
                    "MODEL.WEIGHTS", str(ref_out / "model_final.pth")])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "SyntheticB" in r.stdout and "evaluated" in r.stdout
+    # The training-time layout, naming the checkpoint evaluated.
+    prov = json.loads((out / "eval" / "results.json").read_text())["provenance"]
+    assert prov["checkpoint"] == str(ref_out / "model_final.pth") and prov["checkpoint_sha256"]
 
 
 class _Evil:
