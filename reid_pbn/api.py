@@ -31,6 +31,10 @@ class FeatureExtractor:
         >>> fe = FeatureExtractor("configs/Demo/synthetic_cross_domain.yml",
         ...                       weights="logs/demo/model_final.pth")
         >>> feats = fe(["a.jpg", "b.jpg"])       # (2, D) float32, L2-normalized
+        >>> one = fe("a.jpg")                     # (1, D): one path, PIL image or array
+
+    Images are preprocessed exactly as the test loaders do
+    (:func:`reid_pbn.data.transforms.test_preprocess`), so its features equal the evaluation's.
 
     Args:
         config_file: YAML config describing the model (defaults when None).
