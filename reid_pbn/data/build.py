@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from ..config import parse_kwargs
 from ..utils import comm
 from ..utils.comm import rank_world
+from ..utils.registry import Registry, UnknownNameError
 from .common import ReIDImageDataset, collate_batch
 from .datasets import build_dataset, parse_dataset_name
 from .datasets.bases import DatasetFormatError, EmptySplitError, ReIDDataset
@@ -185,14 +186,19 @@ def _loader(dataset, cfg, seed: int, **kwargs) -> DataLoader:
 
 #: ``DATALOADER.SAMPLER`` -> builder ``(dataset, batch_size, cfg, seed, iters_per_epoch)`` of
 #: the batch sampler.
-TRAIN_SAMPLERS = {
-    "pk": lambda ds, bs, cfg, seed, iters: PKBatchSampler(
-        ds.pids, bs, cfg.DATALOADER.NUM_INSTANCE, seed=seed, iters_per_epoch=iters),
-    "domain_balanced": lambda ds, bs, cfg, seed, iters: DomainBalancedBatchSampler(
-        ds.pids, ds.domains, bs, cfg.DATALOADER.NUM_INSTANCE, seed=seed, iters_per_epoch=iters),
-    "random": lambda ds, bs, cfg, seed, iters: RandomBatchSampler(
-        len(ds), bs, seed=seed, iters_per_epoch=iters),
-}
+TRAIN_SAMPLERS = Registry(
+    "train sampler",
+    doc="Train batch samplers: ``fn(dataset, batch_size, cfg, seed, iters_per_epoch)``.",
+    items={
+        "pk": lambda ds, bs, cfg, seed, iters: PKBatchSampler(
+            ds.pids, bs, cfg.DATALOADER.NUM_INSTANCE, seed=seed, iters_per_epoch=iters),
+        "domain_balanced": lambda ds, bs, cfg, seed, iters: DomainBalancedBatchSampler(
+            ds.pids, ds.domains, bs, cfg.DATALOADER.NUM_INSTANCE, seed=seed,
+            iters_per_epoch=iters),
+        "random": lambda ds, bs, cfg, seed, iters: RandomBatchSampler(
+            len(ds), bs, seed=seed, iters_per_epoch=iters),
+    },
+)
 
 
 def build_train_loader(cfg) -> tuple[DataLoader, dict[str, Any]]:
@@ -223,10 +229,10 @@ def build_train_loader(cfg) -> tuple[DataLoader, dict[str, Any]]:
     if len(set(names)) != len(names):
         raise ValueError(f"DATASETS.NAMES lists a data set twice: {names}")
     sampler_name = cfg.DATALOADER.SAMPLER
-    if sampler_name not in TRAIN_SAMPLERS:
-        raise ValueError(
-            f"Unknown DATALOADER.SAMPLER '{sampler_name}'; choose from {', '.join(TRAIN_SAMPLERS)}"
-        )
+    try:
+        make_batch_sampler = TRAIN_SAMPLERS.get(sampler_name)
+    except UnknownNameError as e:
+        raise ValueError(f"DATALOADER.SAMPLER: {e}") from None
     datasets = [_build(cfg, n) for n in names]
     items, info = merge_train_sets(datasets)
     dataset = ReIDImageDataset(items, build_transforms(cfg, is_train=True))
@@ -238,7 +244,7 @@ def build_train_loader(cfg) -> tuple[DataLoader, dict[str, Any]]:
         )
     seed = _resolve_seed(int(cfg.SOLVER.SEED))
     iters = int(cfg.SOLVER.ITERS_PER_EPOCH) or None
-    batch_sampler = TRAIN_SAMPLERS[sampler_name](dataset, total // world, cfg, seed, iters)
+    batch_sampler = make_batch_sampler(dataset, total // world, cfg, seed, iters)
     # Each sample's augmentation draws from its own seed, so that runs with any number of
     # workers, and resumed runs, see the same augmented images.
     batch_sampler.sample_seeds = True

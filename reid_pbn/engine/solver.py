@@ -7,8 +7,16 @@ import math
 import torch
 from torch import nn
 
+from ..config import ConfigError
+from ..utils.registry import Registry, UnknownNameError
+
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-_OPTIMIZERS = {"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
+#: Optimizers by ``SOLVER.OPT`` name: ``torch.optim.Optimizer`` classes.
+OPTIMIZERS = Registry(
+    "optimizer",
+    doc="Optimizers: ``torch.optim.Optimizer`` classes, by ``SOLVER.OPT``.",
+    items={"SGD": torch.optim.SGD, "Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW},
+)
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
@@ -26,8 +34,10 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         The optimizer.
     """
     s = cfg.SOLVER
-    if s.OPT not in _OPTIMIZERS:
-        raise ValueError(f"SOLVER.OPT '{s.OPT}' is not one of {sorted(_OPTIMIZERS)}")
+    try:
+        optimizer_cls = OPTIMIZERS.get(s.OPT)
+    except UnknownNameError as e:
+        raise ConfigError(f"SOLVER.OPT: {e}") from None
     groups: dict[tuple, list] = {}
     seen: set[int] = set()
     for mod_name, module in model.named_modules():
@@ -46,7 +56,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
             groups.setdefault((lr, wd), []).append(p)
     params = [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
     kwargs = {"momentum": s.MOMENTUM, "nesterov": s.NESTEROV} if s.OPT == "SGD" else {}
-    return _OPTIMIZERS[s.OPT](params, lr=s.BASE_LR, **kwargs)
+    return optimizer_cls(params, lr=s.BASE_LR, **kwargs)
 
 
 def lr_factor(it: int, *, total_iters: int, warmup_iters: int, warmup_factor: float,

@@ -26,6 +26,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..utils.registry import Registry
+
 __all__ = [
     "MIX_LAYERS",
     "EFDMix",
@@ -296,7 +298,11 @@ class EFDMix(_StatMix):
 
 #: Mixing layers by ``MODEL.BACKBONE.MIX.TYPE`` name; each is called as
 #: ``cls(p=..., alpha=..., eps=..., mix=...)`` and has no parameters or buffers.
-MIX_LAYERS: dict[str, type[_StatMix]] = {"MixStyle": MixStyle, "EFDMix": EFDMix}
+MIX_LAYERS = Registry(
+    "mixing layer",
+    doc="Mixing layers: ``cls(p=, alpha=, eps=, mix=)``, no parameters or buffers.",
+    items={"MixStyle": MixStyle, "EFDMix": EFDMix},
+)
 
 
 def build_mix_layer(name: str, **kwargs) -> nn.Module:
@@ -309,9 +315,7 @@ def build_mix_layer(name: str, **kwargs) -> nn.Module:
     Returns:
         The layer.
     """
-    if name not in MIX_LAYERS:
-        raise KeyError(f"Unknown mixing layer '{name}'. Available: {sorted(MIX_LAYERS)}")
-    return MIX_LAYERS[name](**kwargs)
+    return MIX_LAYERS.get(name)(**kwargs)
 
 
 def set_mix_domains(module: nn.Module, domains: torch.Tensor | None) -> int:

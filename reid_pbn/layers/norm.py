@@ -17,12 +17,17 @@ from typing import Any
 
 from torch import nn
 
+from ..utils.registry import Registry
+
 logger = logging.getLogger(__name__)
 
-NORM_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "BN": nn.BatchNorm2d,
-    "SyncBN": nn.SyncBatchNorm,
-}
+#: Normalizations by ``MODEL.BACKBONE.NORM`` name (what a registered one provides: see the
+#: module docstring).
+NORM_REGISTRY = Registry(
+    "norm",
+    doc="Normalizations: ``fn(num_channels, **kwargs) -> nn.Module`` on (N, C, H, W).",
+    items={"BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm},
+)
 
 
 def register_norm(name: str) -> Callable:
@@ -33,13 +38,11 @@ def register_norm(name: str) -> Callable:
 
     Returns:
         The decorator, which returns the decorated object unchanged.
+
+    Raises:
+        DuplicateNameError: another object is registered under ``name``.
     """
-
-    def deco(fn: Callable) -> Callable:
-        NORM_REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return NORM_REGISTRY.register(name)
 
 
 def get_norm(spec: str | Callable[..., nn.Module], num_channels: int, **kwargs) -> nn.Module:
@@ -56,9 +59,7 @@ def get_norm(spec: str | Callable[..., nn.Module], num_channels: int, **kwargs) 
     """
     if callable(spec):
         return spec(num_channels, **kwargs)
-    if spec not in NORM_REGISTRY:
-        raise KeyError(f"Unknown norm '{spec}'. Available: {sorted(NORM_REGISTRY)}")
-    return NORM_REGISTRY[spec](num_channels, **kwargs)
+    return NORM_REGISTRY.get(spec)(num_channels, **kwargs)
 
 
 @register_norm("GN")
@@ -167,8 +168,6 @@ def convert_norm(module: nn.Module, spec: str | Callable[..., nn.Module], **kwar
 
 def _replace_bn(bn: nn.BatchNorm2d, spec, kwargs: dict[str, Any]) -> nn.Module:
     fn = spec if callable(spec) else NORM_REGISTRY.get(spec)
-    if fn is None:
-        raise KeyError(f"Unknown norm '{spec}'. Available: {sorted(NORM_REGISTRY)}")
     kw = dict(kwargs)
     inherited = {"eps": bn.eps, "momentum": bn.momentum}
     if not bn.affine:

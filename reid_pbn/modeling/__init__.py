@@ -1,5 +1,6 @@
 """The re-ID model: ResNet(-IBN) and OSNet backbones, the BNNeck head, losses and the Baseline."""
 
+from ..utils.registry import Registry
 from .backbones import (
     BACKBONE_REGISTRY,
     OSNet,
@@ -15,7 +16,6 @@ from .build import build_model
 from .heads import HEAD_REGISTRY, EmbeddingHead, build_head
 from .losses import LOSS_REGISTRY, build_losses
 from .meta_arch import META_ARCH_REGISTRY, Baseline
-from .registry import Registry
 
 __all__ = [
     "BACKBONE_REGISTRY",

@@ -23,14 +23,21 @@ import torch
 from torch import nn
 
 from ..layers import DSBN2d, domain_weights, set_domains, wasserstein2_diag
+from ..utils.registry import Registry
 
 __all__ = ["COMBINES", "BatchNormEmbedding"]
 
 #: How the per-domain test features (D, N, F) and weights (N, D) form the output.
-COMBINES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "weighted": lambda feats, w: torch.einsum("dnf,nd->nf", feats, w),
-    "concat": lambda feats, w: torch.cat([w[:, d : d + 1] * f for d, f in enumerate(feats)], 1),
-}
+COMBINES = Registry(
+    "BNE combine",
+    doc="BNE combiners: ``fn(feats (D, N, F), weights (N, D)) -> (N, F')``.",
+    items={
+        "weighted": lambda feats, w: torch.einsum("dnf,nd->nf", feats, w),
+        "concat": lambda feats, w: torch.cat(
+            [w[:, d : d + 1] * f for d, f in enumerate(feats)], 1
+        ),
+    },
+)
 
 Outputs = torch.Tensor | dict[str, torch.Tensor]
 
@@ -57,8 +64,7 @@ class BatchNormEmbedding:
         temperature: float = 1.0,
         combine: str = "weighted",
     ) -> None:
-        if combine not in COMBINES:
-            raise ValueError(f"Unknown BNE combine '{combine}'; choose one of {sorted(COMBINES)}")
+        COMBINES.get(combine)  # an unknown name fails here, before any work
         if weighting not in ("inverse", "softmax"):
             raise ValueError(f"Unknown BNE weighting '{weighting}' (inverse or softmax)")
         named = dict(model.named_modules())

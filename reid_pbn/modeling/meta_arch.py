@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from ..layers import MIX_LAYERS, DSBN2d, set_domains, set_mix_domains
+from ..utils.registry import Registry
 from .backbones import build_backbone
 from .bne import BatchNormEmbedding
 from .heads import build_head
 from .losses import build_losses
-from .registry import Registry
 
 __all__ = ["META_ARCH_REGISTRY", "Baseline"]
 

@@ -201,7 +201,7 @@ def test_builder_and_arguments():
     assert isinstance(layer, EFDMix) and (layer.p, layer.alpha, layer.mix) == (0.2, 0.3,
                                                                                 "crossdomain")
     assert list(layer.state_dict()) == []
-    with pytest.raises(KeyError, match="Available"):
+    with pytest.raises(KeyError, match="Registered: EFDMix, MixStyle"):
         build_mix_layer("AdaIN")
     with pytest.raises(ValueError, match="mix must be"):
         MixStyle(mix="half")

@@ -75,7 +75,7 @@ def test_register_norm():
     try:
         assert isinstance(get_norm("_TestNorm", 4), nn.Identity)
     finally:
-        NORM_REGISTRY.pop("_TestNorm")
+        NORM_REGISTRY.unregister("_TestNorm")
 
 
 def test_group_norm_picks_a_divisor():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
+from ...utils.registry import Registry
 from .bases import ReIDDataset
 
 __all__ = [
@@ -26,7 +26,9 @@ __all__ = [
 #: files are missing raises :class:`~reid_pbn.data.datasets.bases.DatasetNotFoundError` with
 #: the expected tree and where to get it. A class that sets ``name_parameter`` is also built
 #: from ``"Name@value"`` (see :func:`parse_dataset_name`).
-DATASET_REGISTRY: dict[str, type[ReIDDataset]] = {}
+DATASET_REGISTRY = Registry(
+    "data set", doc="Data sets: ``ReIDDataset`` subclasses built as ``cls(root, **kwargs)``."
+)
 
 T = TypeVar("T", bound=type[ReIDDataset])
 
@@ -45,20 +47,14 @@ def register_dataset(cls: T | None = None, *, name: str | None = None) -> T | Ca
         The class itself (so the decorator leaves it unchanged), or the decorator.
 
     Raises:
-        ValueError: the name is already taken by another class.
+        DuplicateNameError: the name is already taken by another class (a ``ValueError``).
         TypeError: the object is not a ``ReIDDataset`` subclass.
     """
 
     def _register(c: T) -> T:
         if not (isinstance(c, type) and issubclass(c, ReIDDataset)):
             raise TypeError(f"register_dataset expects a ReIDDataset subclass, got {c!r}")
-        key = name or c.__name__
-        if key in DATASET_REGISTRY and DATASET_REGISTRY[key] is not c:
-            raise ValueError(
-                f"Data set name '{key}' is already registered by {DATASET_REGISTRY[key]!r}"
-            )
-        DATASET_REGISTRY[key] = c
-        return c
+        return DATASET_REGISTRY.register(c, name=name or c.__name__)
 
     if cls is not None:
         return _register(cls)
@@ -98,13 +94,7 @@ def parse_dataset_name(name: str) -> ParsedName:
             the data set takes no ``@`` parameter, or the value does not parse.
     """
     base, at, value = name.partition("@")
-    if base not in DATASET_REGISTRY:
-        close = difflib.get_close_matches(base, list(DATASET_REGISTRY), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"Unknown data set '{base}'.{hint} Registered: {', '.join(sorted(DATASET_REGISTRY))}"
-        )
-    cls = DATASET_REGISTRY[base]
+    cls = DATASET_REGISTRY.get(base)
     if not at:
         return ParsedName(base, cls, {})
     if cls.name_parameter is None:

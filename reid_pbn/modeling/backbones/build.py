@@ -9,7 +9,7 @@ from torch import nn
 
 from ...config import ConfigError, parse_kwargs
 from ...layers import build_mix_layer, get_norm
-from ..registry import Registry
+from ...utils.registry import Registry
 from .osnet import OSNET_ARCHS, OSNET_STAGES, build_osnet
 from .pretrained import (
     _DOMAIN_PART,

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils.registry import Registry
+
 __all__ = ["CLASSIFIERS", "CosineClassifier", "LinearClassifier"]
 
 
@@ -63,4 +65,8 @@ class CosineClassifier(nn.Module):
 
 #: Classifiers by ``MODEL.HEADS.CLS_LAYER`` name; each is called as
 #: ``cls(in_features, num_classes, scale=..., margin=...)``.
-CLASSIFIERS = {"linear": LinearClassifier, "cosine": CosineClassifier}
+CLASSIFIERS = Registry(
+    "classifier",
+    doc="Classifiers: ``cls(in_features, num_classes, scale=, margin=)``.",
+    items={"linear": LinearClassifier, "cosine": CosineClassifier},
+)

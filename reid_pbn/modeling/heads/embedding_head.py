@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..registry import Registry
+from ...utils.registry import Registry
 from .classifiers import CLASSIFIERS
 from .pooling import build_pooling
 
@@ -33,7 +33,11 @@ def _bnneck(dim: int) -> nn.Module:
 
 
 #: Necks by ``MODEL.HEADS.NECK`` name: builders ``(dim) -> nn.Module`` on (N, dim) features.
-NECKS = {"bnneck": _bnneck, "none": lambda dim: nn.Identity()}
+NECKS = Registry(
+    "neck",
+    doc="Necks: ``fn(dim) -> nn.Module`` on (N, dim) features.",
+    items={"bnneck": _bnneck, "none": lambda dim: nn.Identity()},
+)
 
 
 @HEAD_REGISTRY.register()
@@ -68,12 +72,7 @@ class EmbeddingHead(nn.Module):
         margin: float = 0.0,
     ) -> None:
         super().__init__()
-        if neck not in NECKS:
-            raise ValueError(f"Unknown neck '{neck}'; choose one of {sorted(NECKS)}")
-        if cls_layer not in CLASSIFIERS:
-            raise ValueError(
-                f"Unknown classifier '{cls_layer}'; choose one of {sorted(CLASSIFIERS)}"
-            )
+        make_neck, make_classifier = NECKS.get(neck), CLASSIFIERS.get(cls_layer)
         self.pool = build_pooling(pool, gem_p)
         self.out_dim = embedding_dim if embedding_dim > 0 else in_channels
         self.embedding: nn.Module = nn.Identity()
@@ -83,10 +82,10 @@ class EmbeddingHead(nn.Module):
             self.embedding = nn.Sequential(
                 linear, nn.BatchNorm1d(embedding_dim), nn.ReLU(inplace=True)
             )
-        self.neck = NECKS[neck](self.out_dim)
+        self.neck = make_neck(self.out_dim)
         self.num_classes = num_classes
         self.classifier = (
-            CLASSIFIERS[cls_layer](self.out_dim, num_classes, scale=scale, margin=margin)
+            make_classifier(self.out_dim, num_classes, scale=scale, margin=margin)
             if num_classes > 0
             else None
         )

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils.registry import Registry
+
 __all__ = ["POOLINGS", "GeneralizedMeanPooling", "build_pooling"]
 
 
@@ -46,11 +48,15 @@ class _GlobalPool(nn.Module):
 
 #: Pooling builders by ``MODEL.HEADS.POOL`` name; each takes the GeM exponent (ignored by the
 #: fixed poolings) and returns a module mapping (N, C, H, W) to (N, C).
-POOLINGS = {
-    "avg": lambda gem_p: _GlobalPool(F.adaptive_avg_pool2d),
-    "max": lambda gem_p: _GlobalPool(F.adaptive_max_pool2d),
-    "gem": lambda gem_p: GeneralizedMeanPooling(gem_p),
-}
+POOLINGS = Registry(
+    "pooling",
+    doc="Poolings: ``fn(gem_p) -> nn.Module`` mapping (N, C, H, W) to (N, C).",
+    items={
+        "avg": lambda gem_p: _GlobalPool(F.adaptive_avg_pool2d),
+        "max": lambda gem_p: _GlobalPool(F.adaptive_max_pool2d),
+        "gem": lambda gem_p: GeneralizedMeanPooling(gem_p),
+    },
+)
 
 
 def build_pooling(name: str, gem_p: float = 3.0) -> nn.Module:
@@ -63,6 +69,4 @@ def build_pooling(name: str, gem_p: float = 3.0) -> nn.Module:
     Returns:
         A module mapping (N, C, H, W) to (N, C).
     """
-    if name not in POOLINGS:
-        raise ValueError(f"Unknown pooling '{name}'; choose one of {sorted(POOLINGS)}")
-    return POOLINGS[name](gem_p)
+    return POOLINGS.get(name)(gem_p)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..registry import Registry
+from ...utils.registry import Registry
 
 __all__ = ["LOSS_REGISTRY", "build_losses"]
 
