@@ -180,6 +180,10 @@ def test_user_error_is_one_line_and_exit_1(run, files, tmp_path, tool, case):
     assert rc == 1, out + err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in out + err, out + err
     assert expect in err
+    if tool in ("domain_weights", "convert_checkpoint"):
+        # Tools whose output is not a folder write no log or config.yaml into OUTPUT_DIR,
+        # which may be a training run's.
+        assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("tool", TOOLS)

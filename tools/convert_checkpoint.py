@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from reid_pbn.engine import default_argument_parser, default_setup, launch
@@ -45,9 +44,9 @@ def run(args: argparse.Namespace) -> None:
     Args:
         args: parsed arguments of :func:`build_parser`.
     """
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    # The log and config.yaml go beside the converted file: they record where it came from.
-    cfg = default_setup(args, output_dir=out_dir)
+    # The output is one file, possibly inside a training run's folder: no log or config.yaml
+    # is written beside it (the run's own would be overwritten).
+    cfg = default_setup(args, write_files=False)
     _, result = convert_checkpoint(cfg, args.source, args.input)
     for note in result.notes:
         logger.info("%s", note)

@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> None:
     Args:
         args: parsed arguments of :func:`build_parser`.
     """
-    # Prints a table; its log stays on the console (no output folder is written).
-    cfg = default_setup(args, output_dir="")
+    # Prints a table: nothing is written, least of all into the training run's OUTPUT_DIR.
+    cfg = default_setup(args, write_files=False)
     paths = list(args.images)
     if args.folder:
         if not os.path.isdir(args.folder):

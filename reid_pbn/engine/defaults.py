@@ -311,7 +311,7 @@ def setup_logger(
 
 def default_setup(
     args: argparse.Namespace, *, extra_opts: Sequence[str] = (), output_dir: str | None = None,
-    subdir: str = "", new_training_run: bool = False,
+    subdir: str = "", new_training_run: bool = False, write_files: bool = True,
 ) -> CfgNode:
     """Config, output folder, logging and the saved ``config.yaml`` of a tool run.
 
@@ -328,6 +328,9 @@ def default_setup(
             :data:`EVAL_DIR`).
         new_training_run: refuse an ``OUTPUT_DIR`` holding an earlier run's checkpoints
             (unless ``args.overwrite``) before anything is written.
+        write_files: write ``log.txt`` and ``config.yaml`` into the output folder; False logs
+            to the console only (tools whose output is a file or the console, which must not
+            overwrite a training run's ``config.yaml`` in ``OUTPUT_DIR``).
 
     Returns:
         The frozen config.
@@ -350,15 +353,15 @@ def default_setup(
         # Before anything is written: the earlier run's config.yaml and log stay intact.
         Checkpointer(None, cfg.OUTPUT_DIR, save_to_disk=False).check_new_run(
             bool(getattr(args, "overwrite", False)))
-    out = output_dir_of(cfg, output_dir, subdir)
+    out = output_dir_of(cfg, output_dir, subdir) if write_files else None
     rank = comm.get_rank()
-    if rank == 0:
+    if rank == 0 and out:
         os.makedirs(out, exist_ok=True)
     setup_logger(out, rank)
     logger.info("Command line: %s", " ".join(sys.argv))
     logger.info("torch %s, %d process(es), device %s", torch.__version__,
                 comm.get_world_size(), resolve_device(cfg.MODEL.DEVICE))
-    if rank == 0:
+    if rank == 0 and out:
         path = os.path.join(out, "config.yaml")
         with open(path, "w", encoding="utf-8") as f:
             f.write(cfg.dump())
