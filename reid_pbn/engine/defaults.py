@@ -18,6 +18,7 @@ A tool is::
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -57,17 +58,9 @@ class ToolArgumentParser(argparse.ArgumentParser):
 
     Beyond ``argparse`` it (1) moves ``KEY VALUE`` overrides that a flag with several values
     swallowed (``--targets A B KEY VALUE``) into ``opts``, and (2) refuses the training flags
-    that a tool built with ``training=False`` hides, with one line and exit code 1.
+    that :func:`default_argument_parser` hides for a tool built with ``training=False``, with
+    one line and exit code 1.
     """
-
-    def __init__(self, *args, training: bool = True, **kwargs):
-        """Args:
-            *args: passed to ``argparse.ArgumentParser``.
-            training: whether the training flags are offered (else hidden and refused).
-            **kwargs: passed to ``argparse.ArgumentParser``.
-        """
-        super().__init__(*args, **kwargs)
-        self.training = training
 
     def add_argument(self, *args, **kwargs) -> argparse.Action:
         """``argparse.ArgumentParser.add_argument``, keeping ``opts`` the last positional.
@@ -150,14 +143,9 @@ def is_override_key(token: str) -> bool:
     return head.isupper() and head in _top_level_keys()
 
 
-_TOP_LEVEL_KEYS: frozenset[str] | None = None
-
-
+@functools.cache
 def _top_level_keys() -> frozenset[str]:
-    global _TOP_LEVEL_KEYS
-    if _TOP_LEVEL_KEYS is None:
-        _TOP_LEVEL_KEYS = frozenset(get_cfg().keys())
-    return _TOP_LEVEL_KEYS
+    return frozenset(get_cfg().keys())
 
 
 def default_argument_parser(
@@ -180,7 +168,7 @@ def default_argument_parser(
         The parser; ``args.opts`` holds the trailing ``KEY VALUE`` overrides.
     """
     parser = ToolArgumentParser(
-        description=description, training=training,
+        description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_OVERRIDES_HELP,
     )
     parser.add_argument(
