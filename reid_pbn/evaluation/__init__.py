@@ -17,6 +17,7 @@ from .metrics import (
     query_expansion,
     roc_metrics,
 )
+from .options import QueryExpansionOptions, RerankOptions
 from .rank import evaluate_rank
 from .rerank import KReciprocalReRanker, re_ranking
 from .visualize import (
@@ -31,7 +32,9 @@ __all__ = [
     "IndexFormatError",
     "KReciprocalReRanker",
     "PairwiseDistance",
+    "QueryExpansionOptions",
     "ReIDIndex",
+    "RerankOptions",
     "compute_distance",
     "evaluate",
     "evaluate_rank",

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError
 from .distance import METRICS
+from .options import QueryExpansionOptions, RerankOptions
 from .visualize import plot_cmc, plot_roc
 
 logger = logging.getLogger(__name__)
@@ -141,15 +142,15 @@ def check_evaluation_options(kwargs: Mapping) -> None:
         problems.append(f"TEST.MAX_RANK {kwargs['max_rank']} (must be >= 1)")
     if kwargs["chunk_size"] is not None and kwargs["chunk_size"] < 1:
         problems.append(f"TEST.CHUNK_SIZE {kwargs['chunk_size']} (0 for automatic, or >= 1)")
-    rerank = kwargs.get("rerank")
-    if rerank is not None:
-        if rerank["k1"] < 1 or rerank["k2"] < 1:
-            problems.append(f"TEST.RERANK.K1/K2 {rerank['k1']}/{rerank['k2']} (must be >= 1)")
-        if not 0.0 <= rerank["lambda"] <= 1.0:
-            problems.append(f"TEST.RERANK.LAMBDA {rerank['lambda']} (must lie in [0, 1])")
-    aqe = kwargs.get("aqe")
-    if aqe is not None and (aqe["qe_times"] < 1 or aqe["qe_k"] < 1 or aqe["alpha"] < 0):
-        problems.append("TEST.AQE.QE_TIME and QE_K must be >= 1 and ALPHA >= 0")
+    # The options' own checks, named by their config keys.
+    for key, options, option_keys in (
+        ("rerank", RerankOptions, "TEST.RERANK.K1/K2/LAMBDA"),
+        ("aqe", QueryExpansionOptions, "TEST.AQE.QE_TIME/QE_K/ALPHA"),
+    ):
+        try:
+            options.coerce(kwargs.get(key))
+        except ValueError as e:
+            problems.append(f"{option_keys}: {e}")
     if problems:
         raise ConfigError("Invalid evaluation settings: " + "; ".join(problems))
 

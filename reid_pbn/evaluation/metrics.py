@@ -26,6 +26,7 @@ from .distance import (
     l2_normalize,
 )
 from .index import exact_knn
+from .options import QueryExpansionOptions, RerankOptions
 from .rank import (
     DISTANCE_OVERFLOW_HINT,
     PidIndex,
@@ -69,9 +70,9 @@ def _distance_blocks(
 def query_expansion(
     query_feats,
     gallery_feats,
-    qe_times: int = 1,
-    qe_k: int = 5,
-    alpha: float = 3.0,
+    qe_times: int = QueryExpansionOptions.qe_times,
+    qe_k: int = QueryExpansionOptions.qe_k,
+    alpha: float = QueryExpansionOptions.alpha,
     use_gpu: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Average query expansion (alpha-QE, Radenovic et al.), as fast-reid's ``aqe``.
@@ -264,9 +265,9 @@ def evaluate(
     *,
     metric: str = "cosine",
     max_rank: int = 50,
-    rerank: Mapping | None = None,
+    rerank: RerankOptions | Mapping | bool | None = None,
     chunk_size: int | None = None,
-    aqe: Mapping | None = None,
+    aqe: QueryExpansionOptions | Mapping | bool | None = None,
     roc: bool = False,
     roc_max_negatives: int = 2_000_000,
     seed: int = 0,
@@ -289,11 +290,13 @@ def evaluate(
         metric: ``"cosine"`` (1 - cosine similarity of L2-normalized features) or
             ``"euclidean"`` (squared Euclidean distance).
         max_rank: length of the returned CMC curve (reduced to the gallery size with a warning).
-        rerank: None, or ``{"k1": 20, "k2": 6, "lambda": 0.3}`` for k-reciprocal re-ranking;
-            metrics are then computed from the re-ranked distances, block by block.
+        rerank: None, a :class:`RerankOptions`, ``True`` (its defaults) or the dict form
+            ``{"k1": 20, "k2": 6, "lambda": 0.3}`` for k-reciprocal re-ranking; metrics are
+            then computed from the re-ranked distances, block by block.
         chunk_size: query rows per block; None or 0 chooses it from the available memory.
-        aqe: None, or ``{"qe_times": 1, "qe_k": 5, "alpha": 3.0}`` to apply average query
-            expansion to the features first.
+        aqe: None, a :class:`QueryExpansionOptions`, ``True`` (its defaults) or the dict form
+            ``{"qe_times": 1, "qe_k": 5, "alpha": 3.0}`` to apply average query expansion to
+            the features first.
         roc: also report verification metrics (TPR at FPR 1e-4, 1e-3, 1e-2) over query-gallery
             pairs, collected in the same pass.
         roc_max_negatives: negative pairs kept for the ROC; above it they are sampled uniformly
@@ -316,6 +319,8 @@ def evaluate(
         RuntimeError: a metric came out outside [0, 1] (an internal error; never reported).
     """
     check_metric(metric)
+    rerank = RerankOptions.coerce(rerank)
+    aqe = QueryExpansionOptions.coerce(aqe)
     q = as_feature_tensor(query_feats, "query_feats")
     g = as_feature_tensor(gallery_feats, "gallery_feats").to(q.device)
     if q.shape[1] != g.shape[1]:
@@ -330,10 +335,7 @@ def evaluate(
     max_rank = check_max_rank(max_rank, g.shape[0])
 
     if aqe:
-        q, g = query_expansion(
-            q, g, int(aqe.get("qe_times", 1)), int(aqe.get("qe_k", 5)),
-            float(aqe.get("alpha", 3.0)),
-        )
+        q, g = query_expansion(q, g, aqe.qe_times, aqe.qe_k, aqe.alpha)
     observers = []
     sampler = None
     if roc:
@@ -341,8 +343,7 @@ def evaluate(
         observers.append(sampler)
     if rerank:
         reranker = KReciprocalReRanker(
-            q, g, k1=int(rerank.get("k1", 20)), k2=int(rerank.get("k2", 6)),
-            lambda_value=float(rerank.get("lambda", 0.3)), metric=metric,
+            q, g, k1=rerank.k1, k2=rerank.k2, lambda_value=rerank.lambda_value, metric=metric
         )
         blocks = reranker.iter_chunks(chunk_size or None)
     else:
@@ -365,8 +366,8 @@ def evaluate(
         "num_valid_queries": res.num_valid,
         "num_queries_without_match": res.num_without_match,
         "metric": metric,
-        "rerank": bool(rerank),
-        "aqe": bool(aqe),
+        "rerank": rerank is not None,
+        "aqe": aqe is not None,
     }
     check_unit_interval({k: out[k] for k in ("mAP", "mINP", "cmc", "Rank-1", "Rank-5", "Rank-10")})
     if sampler is not None:

@@ -39,6 +39,7 @@ import torch
 from .checks import OVERFLOW_HINT, check_finite_rows
 from .distance import PairwiseDistance, as_feature_tensor, check_metric, l2_normalize
 from .index import exact_knn
+from .options import RerankOptions
 from .rank import auto_chunk_size
 
 logger = logging.getLogger(__name__)
@@ -104,18 +105,15 @@ class KReciprocalReRanker:
         self,
         query_feats,
         gallery_feats,
-        k1: int = 20,
-        k2: int = 6,
-        lambda_value: float = 0.3,
+        k1: int = RerankOptions.k1,
+        k2: int = RerankOptions.k2,
+        lambda_value: float = RerankOptions.lambda_value,
         *,
         metric: str = "cosine",
         use_gpu: bool = True,
     ) -> None:
         check_metric(metric)
-        if k1 < 1 or k2 < 1:
-            raise ValueError(f"k1 and k2 must be at least 1, got k1={k1}, k2={k2}")
-        if not 0.0 <= lambda_value <= 1.0:
-            raise ValueError(f"lambda must be in [0, 1], got {lambda_value}")
+        RerankOptions(k1, k2, lambda_value)  # the one range check of the parameters
         q = as_feature_tensor(query_feats, "query_feats")
         g = as_feature_tensor(gallery_feats, "gallery_feats").to(q.device)
         if q.shape[1] != g.shape[1]:
@@ -309,9 +307,9 @@ class KReciprocalReRanker:
 def re_ranking(
     query_feats,
     gallery_feats,
-    k1: int = 20,
-    k2: int = 6,
-    lambda_value: float = 0.3,
+    k1: int = RerankOptions.k1,
+    k2: int = RerankOptions.k2,
+    lambda_value: float = RerankOptions.lambda_value,
     *,
     metric: str = "cosine",
 ) -> np.ndarray:

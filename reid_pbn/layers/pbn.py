@@ -69,7 +69,6 @@ class Split(NamedTuple):
     col: int | None
 
 
-
 @register_norm("PBN")
 class PatchBatchNorm2d(nn.BatchNorm2d):
     """Patch-aware Batch Normalization (see the module docstring for the algorithm).
@@ -383,11 +382,13 @@ class StochNorm2d(PatchBatchNorm2d):
 
 
 def _fraction(value: float) -> Fraction:
+    """``value`` as an exact fraction, so cut bounds do not depend on float rounding."""
     return Fraction(value).limit_denominator(1_000_000)
 
 
 @functools.lru_cache(maxsize=4096)
 def _cut_bounds(size: int, lo_frac: Fraction, ratio: Fraction, min_size: int) -> tuple[int, int]:
+    """``PatchBatchNorm2d.cut_bounds``, cached: it runs for every side of every forward."""
     lo = math.floor(size * lo_frac)
     hi = math.floor(lo * ratio)
     return max(lo, min_size), min(hi, size - min_size + 1)
