@@ -18,6 +18,7 @@ A tool is::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -390,9 +391,16 @@ def evaluation_provenance(cfg: CfgNode, weights: str | None = None) -> dict:
         "checkpoint_sha256": file_sha256(weights) if weights else None,
         "metric": kwargs["metric"],
         "flip": bool(cfg.TEST.FLIP),
-        "rerank": kwargs["rerank"],
-        "aqe": kwargs["aqe"],
+        "rerank": _plain(kwargs["rerank"]),
+        "aqe": _plain(kwargs["aqe"]),
     }
+
+
+def _plain(options):
+    # Options may be a dict or a frozen dataclass; result files need plain JSON values.
+    if dataclasses.is_dataclass(options):
+        return dataclasses.asdict(options)
+    return None if options is None else dict(options)
 
 
 def resolve_device(spec: str) -> torch.device:
