@@ -15,6 +15,8 @@ from .defaults import _C
 BASE_KEY = "_BASE_"
 #: Largest config file read (bytes); real configs are a few KB.
 MAX_CONFIG_BYTES = 1 << 20
+#: The ``VERSION`` key that configs saved before it was dropped carry (ignored when read).
+_OLD_FORMAT_VERSION = 1
 #: Longest ``_BASE_`` chain followed.
 MAX_BASE_DEPTH = 32
 
@@ -85,6 +87,9 @@ class CfgNode(_YacsCfgNode):
             raise ConfigError(f"Bad command-line override: {e}") from e
 
     def _merge_checked(self, loaded: dict, source: str) -> None:
+        if loaded.get("VERSION") == _OLD_FORMAT_VERSION:
+            # config.yaml files of earlier runs carry the dropped, never read VERSION key.
+            loaded = {k: v for k, v in loaded.items() if k != "VERSION"}
         valid = _all_keys(self)
         for key in _all_keys(loaded):
             if key not in valid and not any(key.startswith(v + ".") for v in valid

@@ -8,9 +8,6 @@ from yacs.config import CfgNode as CN
 
 _C = CN()
 
-# Version of the config format; bumped when keys are renamed so old files can be upgraded.
-_C.VERSION = 1
-
 # ---------------------------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------------------------

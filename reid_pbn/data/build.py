@@ -207,8 +207,9 @@ def build_train_loader(cfg) -> tuple[DataLoader, dict[str, Any]]:
     Batches are dicts ``{"images", "pids", "camids", "domains", "img_paths"}`` (see
     :func:`~reid_pbn.data.common.collate_batch`); pids are namespaced per source data set and
     ``domains`` is the source's index in ``DATASETS.NAMES``. The batch sampler
-    (``loader.batch_sampler``) has ``set_epoch(epoch, start_iter=0)`` and
-    ``state_dict()``/``load_state_dict()``; call ``set_epoch`` before each epoch.
+    (``loader.batch_sampler``) has ``set_epoch(epoch, start_iter=0)``; call it before each
+    epoch (its batches depend only on the seed, the epoch and the rank, so a resumed run needs
+    no sampler state beyond them).
 
     Args:
         cfg: the config (``DATASETS.*``, ``DATALOADER.*``, ``INPUT.*``,

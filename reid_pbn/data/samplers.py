@@ -59,19 +59,6 @@ class _EpochBatchSampler(Sampler[list[int]], ABC):
         self.epoch = int(epoch)
         self.start_iter = int(start_iter)
 
-    def state_dict(self) -> dict:
-        """Sampler state for checkpoints: ``{"seed", "epoch", "start_iter"}``."""
-        return {"seed": self.seed, "epoch": self.epoch, "start_iter": self.start_iter}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`'s output.
-
-        Args:
-            state: the saved state.
-        """
-        self.seed = int(state["seed"])
-        self.set_epoch(state["epoch"], state.get("start_iter", 0))
-
     @abstractmethod
     def _epoch_batches(self, epoch: int) -> Iterator[list[int]]:
         """Yield this rank's batches of ``epoch``."""

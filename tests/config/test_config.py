@@ -15,8 +15,7 @@ def test_defaults_have_contract_keys():
     cfg = get_cfg()
     for key in ("NAME", "DEPTH", "NORM", "IBN", "LAST_STRIDE", "PRETRAIN", "PRETRAIN_PATH"):
         assert key in cfg.MODEL.BACKBONE
-    for top in ("MODEL", "INPUT", "DATASETS", "DATALOADER", "SOLVER", "TEST", "OUTPUT_DIR",
-                "VERSION"):
+    for top in ("MODEL", "INPUT", "DATASETS", "DATALOADER", "SOLVER", "TEST", "OUTPUT_DIR"):
         assert top in cfg
     assert {"NAMES", "TESTS", "ROOT"} <= set(cfg.DATASETS)
 
@@ -150,3 +149,12 @@ def test_oversized_config_and_bad_base_are_refused(tmp_path):
     bad.write_text("_BASE_: {a: 1}\n")
     with pytest.raises(ConfigError, match="_BASE_ must be"):
         get_cfg().merge_from_file(str(bad))
+
+
+def test_config_saved_with_the_dropped_version_key_still_loads(tmp_path):
+    # config.yaml files written before VERSION was dropped still load (the key is ignored).
+    path = tmp_path / "config.yaml"
+    path.write_text("VERSION: 1\nSOLVER:\n  BASE_LR: 0.5\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(path))
+    assert cfg.SOLVER.BASE_LR == 0.5 and "VERSION" not in cfg
