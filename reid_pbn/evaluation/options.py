@@ -5,15 +5,56 @@ separate arguments use the dataclass fields as their defaults.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["QueryExpansionOptions", "RerankOptions"]
 
 
+class _Options:
+    """What the option dataclasses share: reading an argument in any of its accepted forms."""
+
+    #: Name of the argument, for error messages.
+    _argument: ClassVar[str] = ""
+    #: Dict keys accepted for a field under another name (the documented dict form's).
+    _aliases: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def coerce(cls, value: Any) -> Any:
+        """Read an argument given as options, ``True``, a dict, or ``None``/``False``.
+
+        Args:
+            value: ``None``/``False`` (off), ``True`` (the defaults), an instance, or a dict of
+                fields (keys may be left out; the aliases of the documented dict form are
+                accepted).
+
+        Returns:
+            The options, or ``None`` when the feature is off.
+
+        Raises:
+            ValueError: an unknown key or a value out of range.
+        """
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        fields = {cls._aliases.get(k, k): v for k, v in dict(value).items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown {cls._argument} option(s) {unknown}; known: "
+                f"{sorted(known | set(cls._aliases))}"
+            )
+        # Dict values may be strings or numpy scalars: convert to the type of each default.
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in fields.items()})
+
+
 @dataclass(frozen=True)
-class RerankOptions:
+class RerankOptions(_Options):
     """k-reciprocal re-ranking (Zhong et al., CVPR 2017) settings.
 
     Attributes:
@@ -21,6 +62,9 @@ class RerankOptions:
         k2: size of the local query expansion of the neighbourhood vectors.
         lambda_value: weight of the original distance in the final one (in [0, 1]).
     """
+
+    _argument: ClassVar[str] = "rerank"
+    _aliases: ClassVar[dict[str, str]] = {"lambda": "lambda_value"}
 
     k1: int = 20
     k2: int = 6
@@ -32,40 +76,13 @@ class RerankOptions:
         if not 0.0 <= self.lambda_value <= 1.0:
             raise ValueError(f"lambda must be in [0, 1], got {self.lambda_value}")
 
-    @classmethod
-    def coerce(cls, value: RerankOptions | Mapping[str, Any] | bool | None) -> RerankOptions | None:
-        """Read the ``rerank`` argument of :func:`~reid_pbn.evaluation.evaluate`.
-
-        Args:
-            value: ``None``/``False`` (off), ``True`` (the defaults), a ``RerankOptions``, or
-                the documented dict form ``{"k1": 20, "k2": 6, "lambda": 0.3}`` (keys may be
-                left out; ``"lambda_value"`` is accepted for ``"lambda"``).
-
-        Returns:
-            The options, or ``None`` when re-ranking is off.
-
-        Raises:
-            ValueError: an unknown key or a value out of range.
-        """
-        if value is None or value is False:
-            return None
-        if value is True:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        fields = dict(value)
-        if "lambda" in fields:
-            fields["lambda_value"] = fields.pop("lambda")
-        _check_keys(fields, {"k1", "k2", "lambda_value"}, "rerank", extra=("lambda",))
-        return cls(**{k: _typed(cls, k, v) for k, v in fields.items()})
-
     def as_dict(self) -> dict[str, Any]:
         """The documented dict form ``{"k1", "k2", "lambda"}`` (for result files and logs)."""
         return {"k1": self.k1, "k2": self.k2, "lambda": self.lambda_value}
 
 
 @dataclass(frozen=True)
-class QueryExpansionOptions:
+class QueryExpansionOptions(_Options):
     """Average query expansion (alpha-QE, Radenovic et al.), as fast-reid's ``aqe``.
 
     Attributes:
@@ -73,6 +90,8 @@ class QueryExpansionOptions:
         qe_k: neighbours averaged into each feature per round.
         alpha: exponent of the similarity weights (0: plain average).
     """
+
+    _argument: ClassVar[str] = "aqe"
 
     qe_times: int = 1
     qe_k: int = 5
@@ -85,49 +104,6 @@ class QueryExpansionOptions:
                 f"qe_times={self.qe_times}, qe_k={self.qe_k}, alpha={self.alpha}"
             )
 
-    @classmethod
-    def coerce(
-        cls, value: QueryExpansionOptions | Mapping[str, Any] | bool | None
-    ) -> QueryExpansionOptions | None:
-        """Read the ``aqe`` argument of :func:`~reid_pbn.evaluation.evaluate`.
-
-        Args:
-            value: ``None``/``False`` (off), ``True`` (the defaults), a
-                ``QueryExpansionOptions``, or a dict ``{"qe_times", "qe_k", "alpha"}`` (keys may
-                be left out).
-
-        Returns:
-            The options, or ``None`` when query expansion is off.
-
-        Raises:
-            ValueError: an unknown key or a value out of range.
-        """
-        if value is None or value is False:
-            return None
-        if value is True:
-            return cls()
-        if isinstance(value, cls):
-            return value
-        fields = dict(value)
-        _check_keys(fields, {"qe_times", "qe_k", "alpha"}, "aqe")
-        return cls(**{k: _typed(cls, k, v) for k, v in fields.items()})
-
     def as_dict(self) -> dict[str, Any]:
         """``{"qe_times", "qe_k", "alpha"}`` (for result files and logs)."""
         return asdict(self)
-
-
-def _check_keys(fields: Mapping[str, Any], allowed: set[str], what: str,
-                extra: tuple[str, ...] = ()) -> None:
-    """Refuse keys a dict of options does not know (a typo would silently be a default)."""
-    unknown = sorted(set(fields) - allowed)
-    if unknown:
-        raise ValueError(
-            f"Unknown {what} option(s) {unknown}; known: {sorted(allowed | set(extra))}"
-        )
-
-
-def _typed(cls: type, key: str, value: Any) -> Any:
-    """``value`` converted to the type of the field's default (dict values may be strings or
-    numpy scalars)."""
-    return type(getattr(cls, key))(value)

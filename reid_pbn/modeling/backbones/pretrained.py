@@ -108,7 +108,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         A flat dict from parameter names to tensors (on the CPU).
 
     Raises:
-        reid_pbn.utils.CheckpointError: when the file is missing, damaged or would run code.
+        reid_pbn.utils.file_io.CheckpointError: when the file is missing, damaged or would run code.
         RuntimeError: when the file holds no state_dict.
     """
     path = os.fspath(path)
