@@ -29,8 +29,8 @@ from reid_pbn.engine import (
     default_setup,
     evaluation_provenance,
     inference_on_datasets,
-    launch,
     output_dir_of,
+    tool_main,
 )
 from reid_pbn.engine.trainer import check_evaluation_setup
 from reid_pbn.evaluation import save_results
@@ -88,15 +88,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run the tool under the shared launcher.
-
-    Args:
-        argv: the arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit code: 0, or 1 after a user error reported as one line.
-    """
-    return launch(run, build_parser().parse_args(argv))
+    """Run the tool on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    return tool_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from reid_pbn.engine import (
     add_weights_arguments,
     default_argument_parser,
     default_setup,
-    launch,
+    tool_main,
 )
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -102,15 +102,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run the tool under the shared launcher.
-
-    Args:
-        argv: the arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit code: 0, or 1 after a user error reported as one line.
-    """
-    return launch(run, build_parser().parse_args(argv))
+    """Run the tool on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    return tool_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,22 @@ def launch(main_func: Callable[[argparse.Namespace], int | None],
     return int(code or 0)
 
 
+def tool_main(build_parser: Callable[[], argparse.ArgumentParser],
+              run: Callable[[argparse.Namespace], int | None],
+              argv: list[str] | None = None) -> int:
+    """Every tool's ``main``: parse ``argv`` with the tool's parser and :func:`launch` ``run``.
+
+    Args:
+        build_parser: the tool's parser factory (also used for ``--help``).
+        run: the tool's body, taking the parsed arguments.
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0, or 1 after a user error reported as one line.
+    """
+    return launch(run, build_parser().parse_args(argv))
+
+
 def _requested_device(args) -> str:
     """``MODEL.DEVICE`` of the tool's config and overrides ("auto" when it has none)."""
     if not in_torchrun():
