@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 
-from reid_pbn.engine import default_argument_parser, launch
+from reid_pbn.engine import default_argument_parser, tool_main
 from reid_pbn.engine.defaults import setup_logger
 from reid_pbn.engine.study import (
     CELLS_FILE,
@@ -146,15 +146,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line and run the tool under the shared launcher.
-
-    Args:
-        argv: command-line arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        The exit code; a user error (study or config) is one line on stderr and exit code 1.
-    """
-    return launch(run, build_parser().parse_args(argv))
+    """Run the tool on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    return tool_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":

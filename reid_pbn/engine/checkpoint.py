@@ -8,7 +8,6 @@ re-exported here for users of this module.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import random
@@ -26,6 +25,7 @@ from ..utils.file_io import (
     UnreadableCheckpointError,
     atomic_torch_save,
     atomic_write,
+    file_sha256,
     load_checkpoint_file,
 )
 
@@ -169,22 +169,6 @@ def load_model_weights(model: nn.Module, path: str,
     state = extract_state_dict(load_checkpoint_file(path))
     logger.info("Loading model weights from %s", path)
     return load_state_dict_checked(model, state, source=path, allow_partial=allow_partial)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file (read in 1 MiB blocks), naming exactly which weights were used.
-
-    Args:
-        path: the file.
-
-    Returns:
-        The hex digest.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def get_rng_states() -> dict:

@@ -5,7 +5,6 @@ FAISS file, and the fsynced writes of a save."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from typing import BinaryIO
 
 import faiss
 
+from ..utils.file_io import stream_sha256
 from ._index_format import MAX_DIM, METRIC_CODES, IndexFormatError, inspect_faiss_file
 
 __all__ = [
@@ -118,13 +118,11 @@ def open_plain_file(folder: Path, dir_fd: int, name: str, what: str) -> BinaryIO
 def read_checked_index(f: BinaryIO, path: Path, meta: dict) -> faiss.Index:
     """Checksum, structure walk, FAISS read and post-read checks of an open index file."""
     size = os.fstat(f.fileno()).st_size
-    digest = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-    if digest.hexdigest() != meta["sha256"]:
+    digest = stream_sha256(f)
+    if digest != meta["sha256"]:
         raise IndexFormatError(
             f"checksum mismatch for {path}: the file is damaged or was replaced "
-            f"(sha256 {digest.hexdigest()}, metadata says {meta['sha256']})"
+            f"(sha256 {digest}, metadata says {meta['sha256']})"
         )
     info = inspect_faiss_file(f, size, str(path), index_type=meta["type"], dim=meta["dim"],
                               metric=meta["metric"], count=meta["count"])

@@ -8,7 +8,6 @@ service compares its own model against this record before serving a gallery.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 from datetime import datetime, timezone
@@ -16,25 +15,10 @@ from datetime import datetime, timezone
 import faiss
 import torch
 
+from ..utils.file_io import file_sha256
 from ..version import __version__
 
 __all__ = ["file_sha256", "input_contract", "model_provenance", "provenance_mismatches"]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, read in 1 MiB blocks.
-
-    Args:
-        path: the file.
-
-    Returns:
-        The hex digest.
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def input_contract(cfg) -> dict:

@@ -7,6 +7,7 @@ and a file crafted to run code on unpickling is refused before anything in it ex
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import tempfile
@@ -22,7 +23,9 @@ __all__ = [
     "UnreadableCheckpointError",
     "atomic_torch_save",
     "atomic_write",
+    "file_sha256",
     "load_checkpoint_file",
+    "stream_sha256",
 ]
 
 #: Prefix of the temporary files of atomic writes (removed when a run starts).
@@ -135,3 +138,31 @@ def _file_kind(path: str) -> str:
         return "zip"
     # Pickle protocols 2+ start with PROTO (0x80); torch's legacy files start with one.
     return "pickle" if head[:1] == b"\x80" else "other"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file (read in 1 MiB blocks), naming exactly which weights were used.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The hex digest.
+    """
+    with open(path, "rb") as f:
+        return stream_sha256(f)
+
+
+def stream_sha256(f: IO[bytes]) -> str:
+    """The SHA-256 of what remains of an open binary file, read in 1 MiB blocks.
+
+    Args:
+        f: the file, positioned where hashing starts.
+
+    Returns:
+        The hex digest.
+    """
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()

@@ -611,7 +611,7 @@ def test_no_pickle_is_ever_read(saved, tmp_path):
      "rerank.py"],
 )
 def test_index_and_check_modules_stay_on_the_evaluation_floor(module):
-    """numpy, torch, faiss, scipy, the standard library and sibling modules only."""
+    """numpy, torch, faiss, scipy, the standard library, sibling modules and utils only."""
     import ast
     from pathlib import Path
 
@@ -620,7 +620,9 @@ def test_index_and_check_modules_stay_on_the_evaluation_floor(module):
     for node in ast.walk(ast.parse(src.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                assert node.level == 1, f"{module} imports from above evaluation"
+                # Siblings, or the utils floor below (tests/test_architecture.py has the rule).
+                assert node.level == 1 or (node.level == 2 and (node.module or "").startswith(
+                    "utils")), f"{module} imports from above evaluation"
                 continue
             names = [node.module]
         elif isinstance(node, ast.Import):
