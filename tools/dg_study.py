@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         "See reid_pbn/config/defaults.py for every key.",
         "",
         "Methods a study may name:",
-        *(f"  {m.name:<10} {m.description}" for m in METHODS.values()),
+        *(f"  {m.name:<12} {m.description}" for m in METHODS.values()),
+        "The backbone comes from the base config; a study may choose another in its",
+        "overrides, e.g. {MODEL.BACKBONE.NAME: osnet_x0_25} (the mixing methods then mix",
+        "after OSNet's conv2 and conv3).",
     ])
     return parser
 

@@ -338,6 +338,11 @@ _C.TEST.FLIP = False
 _C.TEST.MAX_RANK = 50
 # Queries per chunk when computing metrics (0: choose from memory).
 _C.TEST.CHUNK_SIZE = 0
+# Evaluate a target with several standard splits (GRID: 10) on every split and report the mean
+# (with "<metric>_std" and the per-split values), as the literature does. It applies only when
+# the target is not a training source and DATASETS.KWARGS fixes no split for it; otherwise the
+# configured split is used.
+_C.TEST.ALL_SPLITS = True
 
 _C.TEST.RERANK = CN()
 # k-reciprocal re-ranking (Zhong et al., CVPR 2017).

@@ -1,6 +1,12 @@
 """Data: data-set registry, synthetic domains, transforms, samplers and loaders."""
 
-from .build import build_test_loader, build_train_loader, dataset_kwargs_from_cfg
+from .build import (
+    build_split_test_loader,
+    build_test_loader,
+    build_train_loader,
+    dataset_kwargs_from_cfg,
+    eval_split_ids,
+)
 from .common import ReIDImageDataset, collate_batch, read_image
 from .datasets import (
     DATASET_REGISTRY,
@@ -36,11 +42,13 @@ __all__ = [
     "ReIDImageDataset",
     "UnreadableImageError",
     "build_dataset",
+    "build_split_test_loader",
     "build_test_loader",
     "build_train_loader",
     "build_transforms",
     "collate_batch",
     "dataset_kwargs_from_cfg",
+    "eval_split_ids",
     "generate_domain",
     "generate_shifted",
     "parse_dataset_name",

@@ -32,9 +32,11 @@ from .transforms import build_transforms
 
 __all__ = [
     "TRAIN_SAMPLERS",
+    "build_split_test_loader",
     "build_test_loader",
     "build_train_loader",
     "dataset_kwargs_from_cfg",
+    "eval_split_ids",
     "merge_train_sets",
 ]
 
@@ -91,8 +93,8 @@ def dataset_kwargs_from_cfg(cfg, name: str) -> dict[str, Any]:
     return kwargs
 
 
-def _build(cfg, name: str) -> ReIDDataset:
-    kwargs = dataset_kwargs_from_cfg(cfg, name)
+def _build(cfg, name: str, **extra: Any) -> ReIDDataset:
+    kwargs = {**dataset_kwargs_from_cfg(cfg, name), **extra}
     root = cfg.DATASETS.ROOT or None
     rank, world = rank_world()
     if world == 1:
@@ -279,6 +281,97 @@ def build_test_loader(cfg, name: str) -> tuple[DataLoader, int]:
         DatasetFormatError: no query identity appears in the gallery.
     """
     ds = _build(cfg, name)
+    _check_test_splits(ds, name)
+    sources = _names(cfg.DATASETS.NAMES)
+    domain = sources.index(name) if name in sources else -1
+    return _test_loader(cfg, ds.query + ds.gallery, domain), len(ds.query)
+
+
+def eval_split_ids(cfg, name: str) -> list[int] | None:
+    """The standard splits of test set ``name`` that evaluation averages over, if any.
+
+    A data set with several standard splits (``num_eval_splits > 1``, e.g. GRID's 10) is
+    evaluated on all of them, as the literature reports it, when ``TEST.ALL_SPLITS`` is on,
+    the data set is not a training source (a source was trained on one split's train ids, so
+    only that split's test ids are unseen) and ``DATASETS.KWARGS`` fixes no split for it
+    (``"GRID.split_id=3"`` or ``"split_id=3"``). The decision is logged.
+
+    Args:
+        cfg: the config (``DATASETS.NAMES``, ``DATASETS.KWARGS``, ``TEST.ALL_SPLITS``).
+        name: registry name of the test set.
+
+    Returns:
+        The split ids to evaluate, or ``None`` to evaluate the configured split only (also
+        for a name that is not registered: :func:`build_test_loader` reports that).
+    """
+    try:
+        base, cls, named = parse_dataset_name(name)
+    except ValueError:
+        return None
+    option = cls.eval_split_option
+    if cls.num_eval_splits <= 1 or option is None:
+        return None
+    configured = dataset_kwargs_from_cfg(cfg, name).get(option, 0)
+    explicit = option in named or any(
+        key.rpartition(".")[2] == option and key.rpartition(".")[0] in ("", name, base)
+        for key in parse_kwargs(cfg.DATASETS.KWARGS)
+    )
+    if name in _names(cfg.DATASETS.NAMES):
+        logger.info("%s is a training source: evaluated on its configured split %s=%s only",
+                    name, option, configured)
+        return None
+    if explicit:
+        logger.info("%s: %s=%s fixed in DATASETS.KWARGS: evaluated on that split only", name,
+                    option, configured)
+        return None
+    if not cfg.TEST.ALL_SPLITS:
+        logger.info("%s: TEST.ALL_SPLITS is off: evaluated on split %s=%s only", name, option,
+                    configured)
+        return None
+    logger.info("%s: mean over %d splits (%s=0..%d)", name, cls.num_eval_splits, option,
+                cls.num_eval_splits - 1)
+    return list(range(cls.num_eval_splits))
+
+
+def build_split_test_loader(
+    cfg, name: str, split_ids: list[int]
+) -> tuple[DataLoader, list[tuple[np.ndarray, np.ndarray]]]:
+    """One test loader over several splits of ``name``, with each split's query and gallery.
+
+    Every image is read once, however many splits it is tested in (GRID's splits share their
+    images), so features are extracted once and each split is scored on its own rows.
+
+    Args:
+        cfg: the config (as for :func:`build_test_loader`).
+        name: registry name of a data set with ``eval_split_option`` (see
+            :func:`eval_split_ids`).
+        split_ids: the splits, each given to the data set's ``eval_split_option``.
+
+    Returns:
+        ``(loader, splits)``: ``splits[i]`` is ``(query_rows, gallery_rows)``, integer index
+        arrays into the loader's items for ``split_ids[i]``.
+
+    Raises:
+        ValueError: the data set has no split option.
+        EmptySplitError: a split's query or gallery is empty.
+        DatasetFormatError: a split has no query identity in its gallery.
+    """
+    option = parse_dataset_name(name).cls.eval_split_option
+    if option is None:
+        raise ValueError(f"{name} has no standard splits to evaluate")
+    # Keyed by the whole item, so an image labelled differently in two splits is kept twice.
+    rows: dict[tuple, int] = {}
+    splits = []
+    for split_id in split_ids:
+        ds = _build(cfg, name, **{option: split_id})
+        _check_test_splits(ds, f"{name} ({option}={split_id})")
+        idx = [np.array([rows.setdefault(tuple(it), len(rows)) for it in items], dtype=np.int64)
+               for items in (ds.query, ds.gallery)]
+        splits.append((idx[0], idx[1]))
+    return _test_loader(cfg, list(rows), -1), splits
+
+
+def _check_test_splits(ds: ReIDDataset, name: str) -> None:
     for split in ("query", "gallery"):
         if not getattr(ds, split):
             raise EmptySplitError(
@@ -295,15 +388,15 @@ def build_test_loader(cfg, name: str) -> tuple[DataLoader, int]:
     if missing:
         logger.warning("%s: %d query identities have no gallery image; those queries are skipped",
                        name, missing)
-    sources = _names(cfg.DATASETS.NAMES)
-    domain = sources.index(name) if name in sources else -1
+
+
+def _test_loader(cfg, items: list[tuple], domain: int) -> DataLoader:
     # The reduced-scale decoding of huge JPEGs is part of the test-time preprocessing that
     # FeatureExtractor shares, so both give the same features for any image.
-    dataset = ReIDImageDataset(ds.query + ds.gallery, build_transforms(cfg, is_train=False),
+    dataset = ReIDImageDataset(items, build_transforms(cfg, is_train=False),
                                default_domain=domain,
                                reduce_to=tuple(int(v) for v in cfg.INPUT.SIZE_TEST))
     _, world = rank_world()
     batch = max(1, int(cfg.TEST.IMS_PER_BATCH) // world)
-    loader = _loader(dataset, cfg, max(int(cfg.SOLVER.SEED), 0), batch_size=batch,
-                     sampler=InferenceSampler(len(dataset)), shuffle=False, drop_last=False)
-    return loader, len(ds.query)
+    return _loader(dataset, cfg, max(int(cfg.SOLVER.SEED), 0), batch_size=batch,
+                   sampler=InferenceSampler(len(dataset)), shuffle=False, drop_last=False)

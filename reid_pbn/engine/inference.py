@@ -14,12 +14,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..data import build_test_loader
+from ..data import build_split_test_loader, build_test_loader, eval_split_ids
 from ..evaluation import (
     evaluate,
     evaluation_kwargs_from_config,
     extract_features,
     format_results_table,
+    mean_over_splits,
     save_results,
 )
 from ..modeling import build_model
@@ -154,6 +155,12 @@ evaluation_provenance`).
     average domain weight of every source, ``"domain_weight:<source>"``: which source
     domain the target resembles.
 
+    A target with several standard splits (GRID's 10) that is not a training source and has
+    no split fixed in ``DATASETS.KWARGS`` is evaluated on every split (``TEST.ALL_SPLITS``,
+    see :func:`~reid_pbn.data.eval_split_ids`), from features extracted once; its results are
+    the mean over the splits with ``"<metric>_std"`` and the per-split values under
+    ``"splits"`` (:func:`~reid_pbn.evaluation.mean_over_splits`).
+
     Under DDP every rank must call it: each extracts its shard, the features are gathered in
     data-set order, and the main process evaluates and writes (the others return ``{}``).
 
@@ -164,19 +171,35 @@ evaluation_provenance`).
     device = _model_device(model)
     results: dict[str, dict] = {}
     for name in names:
-        loader, num_query = build_test_loader(cfg, name)
+        split_ids = eval_split_ids(cfg, name)
+        if split_ids:
+            loader, splits = build_split_test_loader(cfg, name, split_ids)
+        else:
+            loader, num_query = build_test_loader(cfg, name)
+            splits = [(slice(0, num_query), slice(num_query, None))]
         data = gather_features(extract_features(model, loader, device, flip=bool(cfg.TEST.FLIP),
                                                 desc=f"features of {name}"))
         if not comm.is_main_process():
             continue
         feats = data["feats"]
-        q, g = slice(0, num_query), slice(num_query, None)
-        logger.info("%s: %d query and %d gallery images, %d-d features", name, num_query,
-                    feats.shape[0] - num_query, feats.shape[1] if feats.dim() == 2 else 0)
-        res = evaluate(
-            feats[q], feats[g], data["pids"][q], data["pids"][g], data["camids"][q],
-            data["camids"][g], **kwargs,
-        )
+        pids, camids = data["pids"], data["camids"]
+        per_split = []
+        for q, g in splits:
+            if not split_ids:
+                logger.info("%s: %d query and %d gallery images, %d-d features", name,
+                            q.stop, feats.shape[0] - q.stop,
+                            feats.shape[1] if feats.dim() == 2 else 0)
+            per_split.append(evaluate(feats[q], feats[g], pids[q], pids[g], camids[q],
+                                      camids[g], **kwargs))
+        if split_ids:
+            res = mean_over_splits(per_split, split_ids)
+            logger.info("%s: mean over %d splits (std over splits: mAP %.2f, Rank-1 %.2f); "
+                        "per split:\n%s", name, len(split_ids), 100 * res["mAP_std"],
+                        100 * res["Rank-1_std"], format_results_table(
+                            {f"split {i}": r for i, r in zip(split_ids, per_split)},
+                            label=name))
+        else:
+            res = per_split[0]
         if data["domain_weights"] is not None:
             weights = average_domain_weights(data["domain_weights"], cfg.DATASETS.NAMES)
             res.update(weights)

@@ -8,6 +8,7 @@ from .evaluator import (
     evaluation_kwargs_from_config,
     extract_features,
     format_results_table,
+    mean_over_splits,
     save_results,
 )
 from .index import IndexFormatError, ReIDIndex, exact_knn
@@ -43,6 +44,7 @@ __all__ = [
     "exact_knn",
     "extract_features",
     "format_results_table",
+    "mean_over_splits",
     "pair_distances",
     "plot_cmc",
     "plot_distance_histogram",

@@ -30,6 +30,7 @@ __all__ = [
     "extract_features",
     "evaluation_kwargs_from_config",
     "format_results_table",
+    "mean_over_splits",
     "save_results",
     "TABLE_COLUMNS",
 ]
@@ -189,6 +190,51 @@ def format_results_table(
                          else f"{'-':>{w}}")
         lines.append(f"| {name:<{width}} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def mean_over_splits(split_results: Sequence[Mapping], split_ids: Sequence[int]) -> dict:
+    """One results dict for a data set evaluated on several standard splits (GRID's 10).
+
+    Every numeric metric becomes its mean over the splits, with its population standard
+    deviation (``numpy.std``, ``ddof=0``: the spread of these splits, not an estimate for
+    others) under ``"<metric>_std"``; the CMC curve is averaged point-wise. ``"splits"`` keeps
+    each split's scalar metrics (with ``"split"``, its id), so ``results.json`` records them;
+    the CSV holds the scalar columns only. ROC curves are per split and not averaged (their
+    ``TPR@FPR=...`` values are).
+
+    Args:
+        split_results: :func:`~reid_pbn.evaluation.evaluate` dicts, one per split.
+        split_ids: the id of each split, in the same order.
+
+    Returns:
+        The averaged results, with ``"num_splits"``, ``"splits"`` and ``"<metric>_std"`` keys.
+
+    Raises:
+        ValueError: no splits, or ids and results of different lengths.
+    """
+    if not split_results or len(split_results) != len(split_ids):
+        raise ValueError(f"{len(split_results)} split results for {len(split_ids)} split ids")
+    out: dict = {}
+    per_split: list[dict] = [{"split": int(i)} for i in split_ids]
+    for key, first in split_results[0].items():
+        if key in ("roc_fpr", "roc_tpr"):
+            continue
+        values = [r.get(key) for r in split_results]
+        numeric = all(isinstance(v, (int, float, np.integer, np.floating))
+                      and not isinstance(v, (bool, np.bool_)) for v in values)
+        if key == "cmc":
+            out[key] = np.mean(np.stack([np.asarray(v, dtype=np.float64) for v in values]), 0)
+        elif numeric:
+            arr = np.asarray(values, dtype=np.float64)
+            out[key] = float(arr.mean())
+            out[f"{key}_std"] = float(arr.std(ddof=0))
+            for d, v in zip(per_split, arr.tolist()):
+                d[key] = v
+        else:
+            out[key] = first  # settings such as the metric are the same on every split
+    out["num_splits"] = len(split_results)
+    out["splits"] = per_split
+    return out
 
 
 def _jsonable(results: Mapping) -> dict:

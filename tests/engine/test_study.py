@@ -19,6 +19,8 @@ import yaml
 from reid_pbn.engine import DefaultTrainer
 from reid_pbn.engine.study import CellStore, StudyError, load_study
 from reid_pbn.engine.study.runner import plan_cells, study_lock
+from reid_pbn.layers import EFDMix, MixStyle, PatchBatchNorm2d
+from reid_pbn.modeling import build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = str(ROOT / "tools" / "dg_study.py")
@@ -120,6 +122,7 @@ def test_tool_exits_1_with_one_line(tmp_path, data_root, change, message):
 def test_tool_help_and_refused_flags(tmp_path, data_root):
     r = run_tool("--help")
     assert r.returncode == 0 and "--jobs N" in r.stdout and "IBN-a+PBN" in r.stdout
+    assert "EFDMix+PBN" in r.stdout and "osnet_x0_25" in r.stdout
     assert "--eval-only" not in r.stdout
     path = write_study(tmp_path, data_root)
     r = run_tool("--config-file", str(path), "--resume")
@@ -141,6 +144,31 @@ def test_cells_config_and_hash(tmp_path, data_root):
     assert moved.cell(cell.name).config_hash == cell.config_hash
     other = load_study(str(tmp_path / "study.yml"), ["SOLVER.BASE_LR", "0.01"])
     assert other.cell(cell.name).config_hash != cell.config_hash
+
+
+def test_mixing_methods_validate_and_set_their_keys(tmp_path, data_root):
+    mixing = ("MixStyle", "EFDMix", "MixStyle+PBN", "EFDMix+PBN")
+    # The base mixes, so BN must switch it off; OSNet comes from the study's overrides.
+    path = write_study(tmp_path, data_root, methods=("BN", *mixing), seeds=1,
+                       overrides={"MODEL.BACKBONE.NAME": "osnet_x0_25",
+                                  "MODEL.BACKBONE.MIX.TYPE": "MixStyle"})
+    study = load_study(str(path))
+    assert [c.method.label for c in study.cells] == ["BN", *mixing]
+    for cell in study.cells:
+        b = cell.cfg.MODEL.BACKBONE
+        kind, _, norm = cell.method.label.partition("+")
+        want_norm, want_mix = norm or "BN", "" if kind == "BN" else kind
+        assert b.NAME == "osnet_x0_25" and b.IBN == ""
+        assert [want_norm, want_mix] == [b.NORM, b.MIX.TYPE]
+        assert tuple(b.MIX.STAGES) == ("layer1", "layer2")  # OSNet's conv2 and conv3
+    model = build_model(study.cell("single/EFDMix+PBN/seed0").cfg, num_classes=4)
+    mixers = [m for m in model.modules() if isinstance(m, EFDMix)]
+    assert len(mixers) == 2
+    assert any(isinstance(m, PatchBatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, (EFDMix, MixStyle)) for m in
+                   build_model(study.cell("single/BN/seed0").cfg, num_classes=4).modules())
+    with pytest.raises(StudyError, match="MODEL.BACKBONE.MIX.TYPE is what the methods"):
+        load_study(str(path), ["MODEL.BACKBONE.MIX.TYPE", "EFDMix"])
 
 
 def test_shipped_default_study_is_valid():

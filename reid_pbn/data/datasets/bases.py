@@ -228,6 +228,10 @@ class ReIDDataset:
         name_parameter: the constructor option that a registry name's ``@value`` suffix sets
             (``"strength"`` for ``"SyntheticLocal@0.5"``), or ``None`` when the data set takes
             no such suffix; ``name_parameter_type`` converts the text after the ``@``.
+        num_eval_splits: how many standard train/test splits the data set has (GRID: 10),
+            over which results are reported as a mean; 1 for a single fixed split.
+        eval_split_option: the constructor option that selects the split (``"split_id"``),
+            or ``None`` when ``num_eval_splits`` is 1.
 
     Attributes:
         root: the data root.
@@ -245,6 +249,8 @@ class ReIDDataset:
     required_splits: tuple[str, ...] = ("train", "query", "gallery")
     name_parameter: str | None = None
     name_parameter_type: Callable[[str], Any] = float
+    num_eval_splits: int = 1
+    eval_split_option: str | None = None
 
     root: str
     dataset_dir: str

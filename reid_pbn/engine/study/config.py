@@ -85,25 +85,55 @@ class MethodDef:
 
 
 _NORM, _IBN, _INNER = "MODEL.BACKBONE.NORM", "MODEL.BACKBONE.IBN", "MODEL.BACKBONE.DSBN.INNER"
+_MIX, _MIX_STAGES = "MODEL.BACKBONE.MIX.TYPE", "MODEL.BACKBONE.MIX.STAGES"
 _SAMPLER = "DATALOADER.SAMPLER"
+# After the first two stages, as both published re-ID protocols mix: the ResNet names also
+# select OSNet's conv2 and conv3, so one entry serves both backbones (MODEL.BACKBONE.NAME,
+# e.g. osnet_x0_25, comes from the base config or the study's overrides).
+_MIX_AFTER = ("layer1", "layer2")
+
+
+def _mixing(kind: str, norm: str) -> dict[str, Any]:
+    """Overrides of a feature-statistics mixing method (``kind``) with ``norm`` everywhere.
+
+    Args:
+        kind: ``"MixStyle"`` or ``"EFDMix"`` (``MODEL.BACKBONE.MIX.TYPE``).
+        norm: ``MODEL.BACKBONE.NORM`` of the backbone (``"BN"`` or ``"PBN"``).
+
+    Returns:
+        The ``{KEY: VALUE}`` overrides.
+    """
+    return {_NORM: norm, _IBN: "", _MIX: kind, _MIX_STAGES: _MIX_AFTER}
+
 
 #: The methods a study may name. BNE needs domain-pure batches, so it brings its own sampler;
-#: the others keep the base config's sampler (PK by default).
+#: the others keep the base config's sampler (PK by default). Every method sets the mixing type
+#: ("" for none), so that BN means no mixing even when the base config mixes. Mixing keeps the
+#: base config's MIX.P, MIX.ALPHA and MIX.MODE (a method entry's overrides may change them).
 METHODS: dict[str, MethodDef] = {m.name: m for m in (
-    MethodDef("BN", {_NORM: "BN", _IBN: ""}, "Batch Normalization, the usual baseline"),
-    MethodDef("PBN", {_NORM: "PBN", _IBN: ""}, "Patch-aware BN in every BN layer"),
-    MethodDef("IBN-a", {_NORM: "BN", _IBN: "a"}, "IBN-Net-a: InstanceNorm on half of bn1 in "
-              "layer1-3"),
-    MethodDef("IBN-a+PBN", {_NORM: "PBN", _IBN: "a"}, "IBN-a with PBN in place of every BN"),
-    MethodDef("StochNorm", {_NORM: "StochNorm", _IBN: ""}, "Stochastic Normalization"),
-    MethodDef("BNE", {_NORM: "DSBN", _INNER: "BN", _IBN: "", _SAMPLER: "domain_balanced"},
+    MethodDef("BN", {_NORM: "BN", _IBN: "", _MIX: ""}, "Batch Normalization, the usual baseline"),
+    MethodDef("PBN", {_NORM: "PBN", _IBN: "", _MIX: ""}, "Patch-aware BN in every BN layer"),
+    MethodDef("IBN-a", {_NORM: "BN", _IBN: "a", _MIX: ""}, "IBN-Net-a: InstanceNorm on half "
+              "of bn1 in layer1-3"),
+    MethodDef("IBN-a+PBN", {_NORM: "PBN", _IBN: "a", _MIX: ""},
+              "IBN-a with PBN in place of every BN"),
+    MethodDef("StochNorm", {_NORM: "StochNorm", _IBN: "", _MIX: ""}, "Stochastic Normalization"),
+    MethodDef("BNE", {_NORM: "DSBN", _INNER: "BN", _IBN: "", _MIX: "",
+                      _SAMPLER: "domain_balanced"},
               "Batch Normalization Embeddings: per-source BN paths weighted by W2 distance",
               min_sources=2),
-    MethodDef("BNE+PBN", {_NORM: "DSBN", _INNER: "PBN", _IBN: "",
+    MethodDef("BNE+PBN", {_NORM: "DSBN", _INNER: "PBN", _IBN: "", _MIX: "",
                           _SAMPLER: "domain_balanced"},
               "BNE with PBN inside every domain branch", min_sources=2),
-    MethodDef("untrained", {_NORM: "BN", _IBN: ""}, "the BN network at initialization, "
-              "evaluated without training: a reference floor", train=False),
+    MethodDef("MixStyle", _mixing("MixStyle", "BN"), "MixStyle after the first two stages "
+              "(ResNet layer1-2, OSNet conv2-3)"),
+    MethodDef("EFDMix", _mixing("EFDMix", "BN"), "EFDMix (sorted-feature mixing) after the "
+              "first two stages"),
+    MethodDef("MixStyle+PBN", _mixing("MixStyle", "PBN"), "MixStyle with PBN in place of "
+              "every BN"),
+    MethodDef("EFDMix+PBN", _mixing("EFDMix", "PBN"), "EFDMix with PBN in place of every BN"),
+    MethodDef("untrained", {_NORM: "BN", _IBN: "", _MIX: ""}, "the BN network at "
+              "initialization, evaluated without training: a reference floor", train=False),
 )}
 
 #: Keys each cell gets from the study itself.
