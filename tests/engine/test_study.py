@@ -18,6 +18,7 @@ import yaml
 
 from reid_pbn.engine import DefaultTrainer
 from reid_pbn.engine.study import CellStore, StudyError, load_study
+from reid_pbn.engine.study.config import config_hash
 from reid_pbn.engine.study.runner import plan_cells, study_lock
 from reid_pbn.layers import EFDMix, MixStyle, PatchBatchNorm2d
 from reid_pbn.modeling import build_model
@@ -144,6 +145,12 @@ def test_cells_config_and_hash(tmp_path, data_root):
     assert moved.cell(cell.name).config_hash == cell.config_hash
     other = load_study(str(tmp_path / "study.yml"), ["SOLVER.BASE_LR", "0.01"])
     assert other.cell(cell.name).config_hash != cell.config_hash
+    # Only differences from the defaults count: a key the defaults gain later (at its default)
+    # or lose leaves the hash, and so the recorded cells, valid.
+    saved = yaml.safe_load(cell.cfg.dump())
+    saved["MODEL"]["SOME_FUTURE_KEY"] = 1
+    saved["VERSION"] = 1
+    assert config_hash(saved, cell.rel_dir) == cell.config_hash
 
 
 def test_mixing_methods_validate_and_set_their_keys(tmp_path, data_root):

@@ -33,6 +33,7 @@ the method entry's ``overrides``, and the study's own keys.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -253,21 +254,39 @@ class Study:
                          f"'{self.cells[0].name}'")
 
 
-def config_hash(cfg: CfgNode, rel_dir: str) -> str:
-    """SHA-256 of a cell's config dump, with ``OUTPUT_DIR`` written as the cell's folder
-    relative to the study folder (so a study folder can move and still resume).
+def config_hash(cfg: Mapping, rel_dir: str) -> str:
+    """SHA-256 of the keys where a cell's config differs from the defaults, with
+    ``OUTPUT_DIR`` written as the cell's folder relative to the study folder (so a study folder
+    can move and still resume).
+
+    Only the differences count: a key added to the defaults later (at a value that keeps the
+    old behaviour) leaves every recorded cell's hash, and so its records, valid. Keys the
+    defaults no longer have are ignored for the same reason.
 
     Args:
-        cfg: the cell's config.
+        cfg: the cell's config (a ``CfgNode``, or the mapping of a saved ``config.yaml``).
         rel_dir: the cell folder relative to the study folder.
 
     Returns:
         The hex digest.
     """
-    c = cfg.clone()
-    c.defrost()
-    c.OUTPUT_DIR = rel_dir
-    return hashlib.sha256(c.dump().encode("utf-8")).hexdigest()
+    defaults = _flat(get_cfg())
+    values = _flat(cfg)
+    values["OUTPUT_DIR"] = rel_dir
+    diff = {k: v for k, v in values.items() if k in defaults and v != defaults[k]}
+    text = json.dumps(diff, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _flat(node: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"A.B.C": value}`` of a nested config, tuples as lists (as YAML reads them back)."""
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def load_study(path: str, opts: Sequence[str] = ()) -> Study:
