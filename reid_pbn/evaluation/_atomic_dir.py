@@ -28,6 +28,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..utils.file_io import fsync_dir
+
 try:
     import fcntl
 except ImportError:  # not POSIX: saves are not serialized across processes
@@ -56,26 +58,6 @@ def new_sibling(target: Path, tag: str = TMP_TAG) -> Path:
         tag: :data:`TMP_TAG` or :data:`OLD_TAG`.
     """
     return target.parent / (_prefix(target, tag) + secrets.token_hex(6))
-
-
-def fsync_dir(path: Path) -> None:
-    """fsyncs a folder, so renames and new entries in it survive a power loss.
-
-    Args:
-        path: the folder.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders; nothing more can be done there
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        # Some file systems (network ones) do not fsync folders; their renames are synchronous.
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 from pathlib import Path
+
+from ..utils.file_io import fsync_dir
 
 try:
     import fcntl
@@ -14,25 +15,6 @@ except ImportError:  # not POSIX: a second writer is not detected
     fcntl = None
 
 TMP_SUFFIX = ".tmp"
-
-
-def fsync_dir(path: Path) -> None:
-    """fsyncs a folder so that renames into it survive a power loss.
-
-    Args:
-        path: the folder.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # folders cannot be opened on some systems; nothing more to do there
-        return
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:

@@ -7,6 +7,7 @@ and a file crafted to run code on unpickling is refused before anything in it ex
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -24,6 +25,7 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write",
     "file_sha256",
+    "fsync_dir",
     "load_checkpoint_file",
     "stream_sha256",
 ]
@@ -64,11 +66,7 @@ def atomic_write(path: str, write_fn: Callable[[IO[bytes]], object]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    dir_fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(d)
 
 
 def atomic_torch_save(obj: object, path: str) -> None:
@@ -166,3 +164,23 @@ def stream_sha256(f: IO[bytes]) -> str:
     for block in iter(lambda: f.read(1 << 20), b""):
         h.update(block)
     return h.hexdigest()
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsyncs a folder, so renames and new entries in it survive a power loss.
+
+    Args:
+        path: the folder.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders; nothing more can be done there
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        # Some file systems (network ones) do not fsync folders; their renames are synchronous.
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
