@@ -18,6 +18,7 @@ so a seed reproduces a run.
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from collections.abc import Callable
@@ -151,7 +152,7 @@ def _log_gamma(shape: float, n: int, generator: torch.Generator | None) -> torch
     return out
 
 
-class _StatMix(nn.Module):
+class _StatMix(nn.Module, abc.ABC):
     """Shared logic of MixStyle and EFDMix: when to mix, and with whom.
 
     Args:
@@ -260,8 +261,10 @@ class _StatMix(nn.Module):
             return x
         return self._mix(x, d.lam.to(x.device), d.perm.to(x.device))
 
+    @abc.abstractmethod
     def _mix(self, x: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The mixed features: sample ``i``'s style (its statistics, or its sorted values)
+        mixed with sample ``perm[i]``'s, which gets weight ``1 - lam[i]``."""
 
 
 class MixStyle(_StatMix):
